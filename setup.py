@@ -1,0 +1,43 @@
+"""deft-jax: DEFT-LLM micro-expression recognition in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name="deft-jax",
+    version="0.1.0",
+    description="Disentangled expert feature tuning of LLMs for micro-expression recognition, in JAX/Flax.",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["deft_jax", "deft_jax.*", "data_builders", "data_builders.*", "configs"]),
+    include_package_data=True,
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.11",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11",
+        "transformers>=4.50",
+        "tensorflow-datasets>=4.9.9",
+        "array_record>=0.8",
+        "etils[epath,epy]",
+        "dm-tree",
+        "ml-collections>=1.0",
+        "absl-py",
+        "opencv-python",
+        "grain>=0.2.10",
+        "safetensors",
+        "tokenizers",
+        "tqdm",
+        "matplotlib",
+        "tensorboardX",
+        "numpy",
+    ],
+    extras_require={
+        "test": [
+            "pytest",
+            "torch==2.13.0",
+            "scikit-image",
+            "scikit-learn",
+            "peft",
+        ],
+    },
+    entry_points={"console_scripts": ["deft-jax=deft_jax.cli:main"]},
+)
