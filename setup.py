@@ -18,6 +18,7 @@ setuptools.setup(
         "tensorflow-datasets>=4.9.9",
         "array_record>=0.8",
         "etils[epath,epy]",
+        "importlib_resources",
         "dm-tree",
         "ml-collections>=1.0",
         "absl-py",

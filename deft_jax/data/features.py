@@ -1,0 +1,47 @@
+"""The record every clip builder emits, synthetic or real.
+
+Only `tfds.features.Tensor` and `Text`/scalars are used: Video and Image features need
+TensorFlow, which deft-jax does without.
+"""
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from deft_jax.facs import catalogue, emotions
+
+# AU side codes in `au_side`.
+SIDE_NONE, SIDE_BOTH, SIDE_LEFT, SIDE_RIGHT = 0, 1, 2, 3
+
+
+def clip_features(num_frames: int, size: int, extra: dict | None = None) -> tfds.features.FeaturesDict:
+  """Features of one clip: T frames between onset and offset, onset->apex flow, labels.
+
+  frames[onset_index] is the onset and frames[apex_index] the apex. `flow` is onset->apex
+  (dx, dy) in pixels at the frame resolution, so frames[apex](x + flow(x)) ~ frames[onset](x).
+  AU vectors follow `catalogue.AU_NUMBERS`; intensity 0 is unknown, 1..5 are FACS A..E.
+  `labels` holds the class index in every scheme of `emotions.SCHEMES` (-1: not in it).
+  """
+  t, s, n = num_frames, size, catalogue.NUM_AUS
+  feats = {
+      "frames": tfds.features.Tensor(shape=(t, s, s, 3), dtype=np.uint8),
+      "onset_index": np.int32,
+      "apex_index": np.int32,
+      "offset_index": np.int32,
+      "flow": tfds.features.Tensor(shape=(s, s, 2), dtype=np.float32),
+      "strain": tfds.features.Tensor(shape=(s, s), dtype=np.float32),
+      "aus": tfds.features.Tensor(shape=(n,), dtype=np.uint8),
+      "au_intensity": tfds.features.Tensor(shape=(n,), dtype=np.uint8),
+      "au_side": tfds.features.Tensor(shape=(n,), dtype=np.uint8),
+      "au_string": tfds.features.Text(),
+      "emotion": tfds.features.Text(),
+      "labels": {name: np.int32 for name in emotions.SCHEMES},
+      "subject": tfds.features.Text(),
+      "clip_id": tfds.features.Text(),
+      "source": tfds.features.Text(),
+  }
+  feats.update(extra or {})
+  return tfds.features.FeaturesDict(feats)
+
+
+def scheme_labels(emotion: str) -> dict[str, int]:
+  return {name: emotions.label(emotion, name) for name in emotions.SCHEMES}

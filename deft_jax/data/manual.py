@@ -1,0 +1,437 @@
+"""From a user's copy of a licence-gated MER dataset (its TFDS manual_dir) to clip records.
+
+Each builder lists its clips (`Clip`: frame files by number, onset/apex/offset, labels) from
+its annotation sheet and frame folders; `generate` turns them into the records of
+`features.clip_features`. A clip that cannot be made is skipped with a reason, a clip made
+with a fallback carries a note; both go into a `Report` that is printed at the end of the
+build and kept in the dataset's metadata.json (`builder.info.metadata["build_report"]`).
+"""
+
+import collections
+import dataclasses
+import os
+import pathlib
+import re
+
+import cv2
+import numpy as np
+import openpyxl
+import tensorflow_datasets as tfds
+
+from deft_jax.data import build, faces, features
+from deft_jax.facs import au_strings, catalogue, emotions
+
+
+class ManualDirError(build.DatasetError):
+  """A manual_dir whose layout or annotation sheet cannot be read at all."""
+
+
+class Skip(Exception):
+  """This clip cannot be made; the message says why."""
+
+
+@dataclasses.dataclass
+class ClipConfig(tfds.core.BuilderConfig):
+  """T frames of S x S pixels per clip, and how faces are found in raw frames.
+
+  face: "haar" detects the face on the onset frame (needs opencv-python < 5); "centre"
+  takes the largest centred square. Aligned crops shipped with a dataset are used either way.
+  """
+  num_frames: int = 8
+  size: int = 64
+  face: str = "haar"
+  face_margin: float = 0.15  # of the detected box side, added on each edge
+
+
+def clip_configs() -> list[ClipConfig]:
+  return [
+      ClipConfig(name="t8_s64", description="8 frames, 64 px crops and flow (default)."),
+      ClipConfig(name="t8_s128", description="8 frames, 128 px.", size=128),
+      ClipConfig(name="t16_s128", description="16 frames, 128 px.", num_frames=16, size=128),
+      ClipConfig(name="t8_s28", description="8 frames, 28 px (the STSTNet/HTNet flow size).", size=28),
+  ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+  """One annotated micro-expression, before any image is read.
+
+  Frame numbers are those in the file names; onset, apex or offset None means not annotated
+  (onset/offset: first/last frame of the folder; apex: spotted from motion).
+  """
+  clip_id: str
+  subject: str
+  source: str
+  where: str  # the sheet row or folder it came from, for messages
+  frames: dict[int, pathlib.Path]
+  onset: int | None
+  apex: int | None
+  offset: int | None
+  emotion: str
+  au_string: str = ""
+  crops: dict[int, pathlib.Path] | None = None  # aligned faces shipped with the dataset
+
+
+class Report:
+  """Skipped clips (bad data), excluded ones (by design) and fallbacks of one build."""
+
+  def __init__(self, dataset: str):
+    self.dataset = dataset
+    self.written = 0
+    self.skipped: list[dict] = []
+    self.excluded: list[dict] = []
+    self.notes: list[dict] = []
+    self.faces = collections.Counter()
+
+  def skip(self, where: str, reason: str, clip_id: str = "") -> None:
+    self.skipped.append({"clip_id": clip_id, "where": where, "reason": reason})
+
+  def exclude(self, clip: Clip, reason: str) -> None:
+    self.excluded.append({"clip_id": clip.clip_id, "where": clip.where, "reason": reason})
+
+  def note(self, clip: Clip, kind: str, text: str) -> None:
+    self.notes.append({"clip_id": clip.clip_id, "where": clip.where, "kind": kind, "note": text})
+
+  def as_dict(self) -> dict:
+    return {"dataset": self.dataset, "written": self.written, "skipped": self.skipped,
+            "excluded": self.excluded, "notes": self.notes, "faces": dict(self.faces)}
+
+  def summary(self) -> str:
+    lines = [f"{self.dataset}: {self.written} clips written, {len(self.skipped)} skipped, "
+             f"{len(self.excluded)} excluded; faces: {dict(self.faces)}"]
+    lines += [f"  skipped {s['clip_id'] or '-'} ({s['where']}): {s['reason']}" for s in self.skipped]
+    for reason, count in collections.Counter(e["reason"] for e in self.excluded).items():
+      lines.append(f"  excluded {count} clips: {reason}")
+    for kind, count in collections.Counter(n["kind"] for n in self.notes).items():
+      first = next(n for n in self.notes if n["kind"] == kind)
+      lines.append(f"  note {kind}: {count} clips, e.g. {first['clip_id']}: {first['note']}")
+    return "\n".join(lines)
+
+
+def dataset_info(builder) -> tfds.core.DatasetInfo:
+  """The clip features at the config's T and S; metadata.json will hold the build report."""
+  cfg = builder.builder_config
+  return builder.dataset_info_from_configs(
+      features=features.clip_features(cfg.num_frames, cfg.size), metadata=tfds.core.MetadataDict())
+
+
+# Annotation sheets ---------------------------------------------------------------------------
+
+
+def normalise(header) -> str:
+  """Column names compared loosely: "Onset Frame", "onset_frame" and "OnsetFrame" agree."""
+  return re.sub(r"[^a-z0-9]", "", str(header or "").lower())
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One data row of an annotation sheet, its cells keyed by field."""
+  file: str
+  number: int  # as the spreadsheet numbers it (1-based)
+  cells: dict
+  headers: dict  # field -> the column header as written
+
+  @property
+  def where(self) -> str:
+    return f"{self.file} row {self.number}"
+
+  def text(self, field: str) -> str:
+    value = self.cells.get(field)
+    if isinstance(value, float) and value.is_integer():
+      value = int(value)  # Excel stores 12 as 12.0
+    return "" if value is None else str(value).strip()
+
+  def frame(self, field: str) -> int | None:
+    """A frame number; None where the cell says unknown ("/", -1, empty)."""
+    text = self.text(field)
+    if text in ("", "/", "-", "-1", "?"):
+      return None
+    try:
+      number = float(text)
+    except ValueError:
+      number = None
+    if number is None or not number.is_integer() or number < 0:
+      raise Skip(f"field {self.headers[field]!r}: {text!r} is not a frame number")
+    return int(number)
+
+
+def read_sheet(path: pathlib.Path, columns: dict[str, tuple[str, ...]], search_rows: int = 30):
+  """Yields the data rows of the first worksheet with a header naming every field.
+
+  columns maps each field to the normalised header names it may have, best first. The header
+  may sit below rows of notes (SAMM); it is the first row, among the first `search_rows`,
+  that names them all. Fully empty rows are not data and are passed over.
+  """
+  try:
+    book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+  except Exception as e:  # openpyxl raises many kinds for a damaged file
+    raise ManualDirError(f"{path}: cannot read the workbook ({type(e).__name__}: {e})") from e
+  best = (0, None, None)
+  try:
+    for sheet in book.worksheets:
+      rows = sheet.iter_rows(min_row=1, values_only=True)
+      for number, values in enumerate(rows, start=1):
+        if number > search_rows:
+          break
+        found = _match_header(values, columns)
+        if len(found) == len(columns):
+          yield from _data_rows(path.name, number, rows, found, values)
+          return
+        if len(found) > best[0]:
+          best = (len(found), f"{sheet.title!r} row {number}", found)
+  finally:
+    book.close()
+  missing = sorted(set(columns) - set(best[2] or {}))
+  raise ManualDirError(
+      f"{path}: no header row naming all of {sorted(columns)} in the first {search_rows} rows "
+      f"of any sheet; closest is {best[1] or 'none'}, which lacks {missing}")
+
+
+def _match_header(values, columns) -> dict[str, int]:
+  names = [normalise(v) for v in values]
+  found = {}
+  for field, aliases in columns.items():
+    for alias in aliases:
+      if alias in names:
+        found[field] = names.index(alias)
+        break
+  return found
+
+
+def _data_rows(file, header_number, rows, found, header_values):
+  headers = {field: str(header_values[i]).strip() for field, i in found.items()}
+  for number, values in enumerate(rows, start=header_number + 1):
+    if all(v is None or str(v).strip() == "" for v in values):
+      continue
+    cells = {field: values[i] if i < len(values) else None for field, i in found.items()}
+    yield Row(file, number, cells, headers)
+
+
+def rows_to_clips(rows, make, report: Report) -> list[Clip]:
+  """make(row) per row; rows it raises Skip for go into the report."""
+  clips = []
+  for row in rows:
+    try:
+      clips.append(make(row))
+    except Skip as e:
+      report.skip(row.where, str(e))
+  return clips
+
+
+def find_file(root: pathlib.Path, patterns: tuple[str, ...], what: str) -> pathlib.Path:
+  """The first file matching a pattern in root or its subfolders, two levels down at most."""
+  for pattern in patterns:
+    hits = [h for depth in ("", "*/", "*/*/") for h in sorted(root.glob(depth + pattern))]
+    hits = [h for h in hits if not h.name.startswith("~$")]  # Excel lock files
+    if hits:
+      return hits[0]
+  raise ManualDirError(f"{root}: no {what} (looked for {', '.join(patterns)})")
+
+
+def find_dir(root: pathlib.Path, candidates: tuple[str, ...], holding: str, what: str) -> pathlib.Path:
+  """The first candidate folder under root with a subfolder named like `holding` (a regex)."""
+  for candidate in candidates:
+    folder = root / candidate
+    if folder.is_dir() and any(p.is_dir() and re.fullmatch(holding, p.name) for p in folder.iterdir()):
+      return folder
+  raise ManualDirError(f"{root}: no {what} (looked for {', '.join(candidates)} holding "
+                       f"folders named like {holding!r})")
+
+
+# Frames ----------------------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".bmp", ".png")
+
+
+def frame_files(folder: pathlib.Path) -> dict[int, pathlib.Path]:
+  """Image files by frame number: the last run of digits in the name (img46, 006_05562)."""
+  frames = {}
+  for path in folder.iterdir():
+    digits = re.findall(r"\d+", path.stem)
+    if path.suffix.lower() not in IMAGE_SUFFIXES or not digits:
+      continue
+    number = int(digits[-1])
+    if number in frames:
+      raise ManualDirError(f"{folder}: {frames[number].name} and {path.name} are both frame {number}")
+    frames[number] = path
+  return frames
+
+
+def read_rgb(path: pathlib.Path) -> np.ndarray:
+  image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+  if image is None:
+    raise Skip(f"{path}: unreadable image")
+  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def gray(image: np.ndarray) -> np.ndarray:
+  return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def sample_frames(onset: int, apex: int, offset: int, num: int) -> tuple[list[int], int]:
+  """`num` frame numbers from onset to offset holding onset (first), apex and offset (last).
+
+  The frames between are spread evenly over onset->apex and apex->offset in proportion to
+  their lengths; a clip shorter than `num` repeats frames. Returns (numbers, apex position).
+  """
+  if not onset < apex <= offset or num < 3:
+    raise ValueError(f"need onset < apex <= offset and num >= 3, got {onset}, {apex}, {offset}, {num}")
+  slots = num - 2
+  rise, fall = apex - onset, offset - apex
+  after = min(slots, max(1, round(slots * fall / (rise + fall)))) if fall else 0
+  before = slots - after
+  between = np.linspace(onset, apex, before + 2)[1:-1]
+  later = np.linspace(apex, offset, after + 1)[1:]
+  numbers = [onset, *np.rint(between).astype(int).tolist(), apex, *np.rint(later).astype(int).tolist()]
+  return numbers, before + 1
+
+
+# Labels ----------------------------------------------------------------------------------------
+
+_EMOTION_ALIASES = {"happy": "happiness", "sad": "sadness", "other": "others", "angry": "anger",
+                    "surprised": "surprise", "disgusted": "disgust", "fearful": "fear"}
+EMOTIONS = frozenset(emotions.PROTOTYPES) | {"others", "positive", "negative"}
+
+
+def emotion_name(text: str) -> str | None:
+  """The emotion in the names of emotions.py ("Happy" -> "happiness"), None if unknown."""
+  name = text.strip().lower()
+  name = _EMOTION_ALIASES.get(name, name)
+  return name if name in EMOTIONS else None
+
+
+def au_vectors(text: str):
+  """(multi-hot, intensity, side) over catalogue.AU_NUMBERS, and the unparsed tokens."""
+  parsed, unparsed = au_strings.parse_au_string(text)
+  aus, intensity, side = (np.zeros(catalogue.NUM_AUS, np.uint8) for _ in range(3))
+  codes = {"both": features.SIDE_BOTH, "left": features.SIDE_LEFT, "right": features.SIDE_RIGHT}
+  for number, where, level in parsed:
+    i = catalogue.au_index(number)
+    code = codes[where]
+    side[i] = code if not aus[i] or side[i] == code else features.SIDE_BOTH  # L12+R12: both
+    aus[i] = 1
+    intensity[i] = max(intensity[i], level)
+  return aus, intensity, side, unparsed
+
+
+# Records ---------------------------------------------------------------------------------------
+
+
+def generate(builder, clips, report: Report):
+  """Yields (clip_id, record) per clip; then prints the report and keeps it in metadata.json."""
+  cfg = builder.builder_config
+  if cfg.face == "haar" and any(not c.crops for c in clips):
+    faces.check_detector()
+  seen = {}
+  for clip in clips:
+    if clip.clip_id in seen:
+      report.skip(clip.where, f"same clip as {seen[clip.clip_id]}", clip.clip_id)
+      continue
+    seen[clip.clip_id] = clip.where
+    try:
+      record = make_record(clip, cfg, report)
+    except Skip as e:
+      report.skip(clip.where, str(e), clip.clip_id)
+      continue
+    report.written += 1
+    yield clip.clip_id, record
+  builder.info.metadata["build_report"] = report.as_dict()
+  print(report.summary(), flush=True)
+  if not report.written:
+    raise ManualDirError(f"{report.dataset}: no clip could be made; see the reasons above")
+
+
+def make_record(clip: Clip, cfg: ClipConfig, report: Report) -> dict:
+  """Reads, crops and samples one clip and measures its onset->apex flow."""
+  emotion = emotion_name(clip.emotion)
+  if emotion is None:
+    raise Skip(f"unknown emotion {clip.emotion!r}")
+  if not clip.frames:
+    raise Skip("no frame images")
+  onset, apex, offset = _frame_range(clip, report)
+  files, box = _face(clip, onset, offset, cfg, report)
+  if apex is None:
+    crops = {n: faces.crop(read_rgb(files[n]), box, cfg.size) for n in range(onset, offset + 1)}
+    apex = onset + spot_apex(np.stack([gray(crops[n]) for n in sorted(crops)]))
+    report.note(clip, "apex_spotted", f"apex not annotated; spotted from motion at frame {apex}")
+  else:
+    crops = {}
+  numbers, apex_index = sample_frames(onset, apex, offset, cfg.num_frames)
+  for n in set(numbers) - set(crops):
+    crops[n] = faces.crop(read_rgb(files[n]), box, cfg.size)
+  flow, strain = onset_apex_flow(gray(crops[onset]), gray(crops[apex]))
+  aus, intensity, side, unparsed = au_vectors(clip.au_string)
+  if unparsed:
+    report.note(clip, "au_unparsed", f"AU tokens not understood: {unparsed} in {clip.au_string!r}")
+  return {
+      "frames": np.stack([crops[n] for n in numbers]),
+      "onset_index": 0,
+      "apex_index": apex_index,
+      "offset_index": len(numbers) - 1,
+      "flow": flow,
+      "strain": strain,
+      "aus": aus,
+      "au_intensity": intensity,
+      "au_side": side,
+      "au_string": clip.au_string,
+      "emotion": emotion,
+      "labels": features.scheme_labels(emotion),
+      "subject": clip.subject,
+      "clip_id": clip.clip_id,
+      "source": clip.source,
+  }
+
+
+def _frame_range(clip: Clip, report: Report):
+  """Onset and offset filled from the folder where not annotated, and checked."""
+  onset, apex, offset = clip.onset, clip.apex, clip.offset
+  if onset is None:
+    onset = min(clip.frames)
+    report.note(clip, "onset_from_folder", f"onset not annotated; first frame {onset} used")
+  if offset is None:
+    offset = max(clip.frames)
+    report.note(clip, "offset_from_folder", f"offset not annotated; last frame {offset} used")
+  if offset <= onset:
+    raise Skip(f"offset {offset} is not after onset {onset}")
+  if apex is not None and not onset < apex <= offset:
+    raise Skip(f"apex {apex} is not within onset {onset} (excluded) .. offset {offset}")
+  missing = [n for n in range(onset, offset + 1) if n not in clip.frames]
+  if missing:
+    folder = next(iter(clip.frames.values())).parent
+    raise Skip(f"{len(missing)} frames missing from {folder}, e.g. {missing[:5]}")
+  return onset, apex, offset
+
+
+def _face(clip: Clip, onset: int, offset: int, cfg: ClipConfig, report: Report):
+  """The files to crop from and the clip's face box (None: the files are aligned crops)."""
+  if clip.crops:
+    lacking = [n for n in range(onset, offset + 1) if n not in clip.crops]
+    if not lacking:
+      report.faces["aligned"] += 1
+      return clip.crops, None
+    report.note(clip, "raw_frames", f"aligned crops lack frames {lacking[:5]}; raw frames used")
+  first = read_rgb(clip.frames[onset])
+  if cfg.face == "centre":
+    report.faces["centre"] += 1
+    return clip.frames, faces.centre_box(first.shape)
+  found = faces.detect(gray(first))
+  if found is None:
+    report.faces["centre (no face found)"] += 1
+    report.note(clip, "no_face", "no face found on the onset frame; centre square used")
+    return clip.frames, faces.centre_box(first.shape)
+  report.faces["detected"] += 1
+  return clip.frames, faces.square_box(found, cfg.face_margin, first.shape)
+
+
+def spot_apex(grays: np.ndarray) -> int:
+  """Position of the frame that differs most from the first (mean absolute difference)."""
+  diff = np.abs(grays[1:].astype(np.float32) - grays[0].astype(np.float32)).mean(axis=(1, 2))
+  return int(np.argmax(diff)) + 1
+
+
+def onset_apex_flow(onset: np.ndarray, apex: np.ndarray):
+  """Onset->apex flow (S, S, 2) and optical strain (S, S) of two uint8 grayscale crops."""
+  # TEMPORARY: Farneback until deft_jax.flow.tvl1 / optical_strain are exported.
+  from deft_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  flow = cv2.calcOpticalFlowFarneback(onset, apex, None, 0.5, 3, 9, 5, 5, 1.1, 0)
+  return flow.astype(np.float32), synthetic.optical_strain_np(flow)

@@ -1,0 +1,124 @@
+"""grain pipelines from TFDS array_record sources to model batches.
+
+A record becomes: keyframes (onset, apex), the clip, the onset->apex motion (u, v, strain in
+pixels: absolute magnitude is kept on purpose, unlike the per-sample min-max of STSTNet),
+AU targets, the class label, and the text (instruction + (C, E, R) answer) with its masks.
+"""
+
+import dataclasses
+import functools
+
+import grain
+import numpy as np
+
+from deft_jax.data import answers
+from deft_jax.facs import emotions
+
+
+class Subset(grain.sources.RandomAccessDataSource):
+  """A view of chosen records of a data source (a LOSO fold, one split's subjects)."""
+
+  def __init__(self, source, indices):
+    self._source, self._indices = source, np.asarray(indices, np.int64)
+
+  def __len__(self):
+    return len(self._indices)
+
+  def __getitem__(self, i):
+    return self._source[int(self._indices[i])]
+
+  def __repr__(self):
+    return f"Subset({len(self)} of {len(self._source)})"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipInfo:
+  index: int
+  subject: str
+  clip_id: str
+  source: str
+  label: int
+
+
+def index_source(source, scheme: str) -> list[ClipInfo]:
+  """Subject, id and label of every record, to choose folds without loading clips twice."""
+  out = []
+  for i in range(len(source)):
+    r = source[i]
+    out.append(ClipInfo(i, _text(r["subject"]), _text(r["clip_id"]), _text(r["source"]),
+                        int(r["labels"][scheme])))
+  return out
+
+
+def _text(x) -> str:
+  return x.decode() if isinstance(x, bytes) else str(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextLayout:
+  max_len: int
+  pad_id: int
+  eos_id: int
+
+
+class Preprocess(grain.transforms.RandomMap):
+  """One record -> one example of fixed shapes (numpy only, so it runs in grain workers)."""
+
+  def __init__(self, tokenizer, scheme: str, max_text_len: int, train: bool):
+    self.tokenizer, self.scheme, self.train = tokenizer, scheme, train
+    self.layout = TextLayout(max_text_len, tokenizer.pad_token_id, tokenizer.eos_token_id)
+
+  def random_map(self, record, rng: np.random.Generator):
+    return self.map_with(record, int(rng.integers(len(answers.INSTRUCTIONS))) if self.train else 0)
+
+  def map_with(self, record, instruction: int):
+    label = int(record["labels"][self.scheme])
+    emotion = _text(record["emotion"])
+    answer = answers.answer_from_labels(record["aus"], record["au_side"], emotion, self.scheme)
+    answer = dataclasses.replace(answer, emotion=emotions.SCHEMES[self.scheme][label])
+    text = encode_text(self.tokenizer, self.layout, answers.INSTRUCTIONS[instruction], answers.format_answer(answer))
+    frames = record["frames"]
+    flow = np.concatenate([record["flow"], record["strain"][..., None]], -1).astype(np.float32)
+    return {
+        "keyframes": np.stack([frames[record["onset_index"]], frames[record["apex_index"]]]),
+        "clip": frames,
+        "flow": flow,
+        "aus": record["aus"].astype(np.float32),
+        "label": np.int32(label),
+        **text,
+    }
+
+
+def encode_text(tokenizer, layout: TextLayout, instruction: str, answer: str | None) -> dict:
+  """Instruction then answer, right-padded; the loss covers the answer and its EOS only."""
+  prompt = tokenizer(instruction + "\n", add_special_tokens=False)["input_ids"]
+  reply = tokenizer(answer, add_special_tokens=False)["input_ids"] + [layout.eos_id] if answer else []
+  ids = (prompt + reply)[: layout.max_len]
+  if len(prompt) >= layout.max_len:
+    raise ValueError(f"instruction of {len(prompt)} tokens does not fit data.max_text_len={layout.max_len}")
+  n = len(ids)
+  text_ids = np.full(layout.max_len, layout.pad_id, np.int32)
+  text_ids[:n] = ids
+  loss_mask = np.zeros(layout.max_len, np.float32)
+  loss_mask[len(prompt):n] = 1.0
+  return {
+      "text_ids": text_ids,
+      "text_mask": (np.arange(layout.max_len) < n).astype(np.int32),
+      "loss_mask": loss_mask,
+      "prompt_len": np.int32(len(prompt)),
+  }
+
+
+def dataset(source, preprocess: Preprocess, batch_size: int, *, seed: int, train: bool,
+            process_index: int = 0, process_count: int = 1):
+  """Shuffled, repeated batches for training; one ordered pass for evaluation.
+
+  Each process reads its own slice of the records (multi-host data loading), so the global
+  batch is batch_size * process_count.
+  """
+  ds = grain.MapDataset.source(source)
+  if train:
+    ds = ds.seed(seed).shuffle().repeat()
+  ds = ds[process_index::process_count]
+  ds = ds.random_map(preprocess) if train else ds.map(functools.partial(preprocess.map_with, instruction=0))
+  return ds.batch(batch_size, drop_remainder=train).to_iter_dataset()

@@ -1,0 +1,48 @@
+"""Emotions, their typical AU combinations, and the class schemes of the MER benchmarks.
+
+AU prototypes follow the pairings in shared/REFERENCE.md (after Ekman & Friesen's EMFACS);
+class schemes follow shared/DESIGN.md (MEGC2019 composite, CASME II, SAMM, CAS(ME)^3).
+"""
+
+# Prototypes: each a tuple of AU specs; "12L" is a unilateral (image-left) AU.
+PROTOTYPES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "happiness": (("6", "12"), ("12",), ("6", "12", "25")),
+    "surprise": (("1", "2", "5", "26"), ("1", "2", "5"), ("1", "2", "26")),
+    "disgust": (("9", "10"), ("4", "9"), ("4", "10")),
+    "repression": (("14",), ("15", "17"), ("14", "17")),
+    "sadness": (("1", "4", "15"), ("1", "4")),
+    "anger": (("4", "7"), ("4", "7", "23"), ("4", "23")),
+    "contempt": (("12L",), ("14L",), ("12L", "14L")),
+    "fear": (("1", "2", "4", "5", "20"), ("1", "4", "20")),
+}
+
+NEGATIVE = ("repression", "anger", "contempt", "disgust", "fear", "sadness")
+
+# Class schemes: name -> ordered class names. Emotions a scheme lacks map to -1 (CASME II
+# drops fear and sadness; MEGC2019 drops "others").
+SCHEMES: dict[str, tuple[str, ...]] = {
+    "composite": ("negative", "positive", "surprise"),
+    "casme2-5": ("happiness", "disgust", "repression", "surprise", "others"),
+    "samm-5": ("anger", "contempt", "happiness", "surprise", "others"),
+    "casme3-3": ("negative", "positive", "surprise"),
+    "casme3-4": ("negative", "positive", "surprise", "others"),
+    "casme3-7": ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "others"),
+}
+
+_COARSE = {"happiness": "positive", "positive": "positive", "surprise": "surprise",
+           "negative": "negative", **{e: "negative" for e in NEGATIVE}}
+
+
+def coarse(emotion: str) -> str | None:
+  """3-class composite label of a fine emotion, or None where MEGC2019 drops it (others)."""
+  return _COARSE.get(emotion.strip().lower())
+
+
+def label(emotion: str, scheme: str) -> int:
+  """Index of `emotion` in `scheme`, or -1 when the scheme has no such class."""
+  classes = SCHEMES[scheme]
+  emotion = emotion.strip().lower()
+  name = coarse(emotion) if classes[:3] == SCHEMES["composite"] else emotion
+  if emotion == "others":
+    name = emotion
+  return classes.index(name) if name in classes else -1

@@ -1,0 +1,96 @@
+"""A pre-norm transformer encoder shared by the experts (ViT, Dosovitskiy et al. 2021).
+
+Names follow Hugging Face's SigLIP/CLIP vision towers (layer_norm1, self_attn.{q,k,v,out}_proj,
+layer_norm2, mlp.fc1/fc2) so pretrained vision weights map on by renaming.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  width: int = 64
+  depth: int = 2
+  heads: int = 4
+  mlp: int = 128
+  dropout: float = 0.0
+  layer_norm_eps: float = 1e-6
+
+
+def dense(features, axes, dtype, param_dtype, name):
+  return nn.Dense(features, dtype=dtype, param_dtype=param_dtype, name=name,
+                  kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]))
+
+
+def layer_norm(eps, dtype, param_dtype, name):
+  return nn.LayerNorm(eps, dtype=dtype, param_dtype=param_dtype, name=name,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
+
+
+class SelfAttention(nn.Module):
+  config: EncoderConfig
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    c = self.config
+    b, n, _ = x.shape
+    hd = c.width // c.heads
+    proj = lambda name: dense(c.width, ("embed", "heads"), self.dtype, self.param_dtype, name)(x).reshape(b, n, c.heads, hd)
+    q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) / np.sqrt(hd)
+    if mask is not None:
+      scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    out = jnp.einsum("bhqk,bkhd->bqhd", nn.softmax(scores).astype(self.dtype), v).reshape(b, n, c.width)
+    return dense(c.width, ("heads", "embed"), self.dtype, self.param_dtype, "out_proj")(out)
+
+
+class EncoderLayer(nn.Module):
+  config: EncoderConfig
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic=True):
+    c, dt, pdt = self.config, self.dtype, self.param_dtype
+    y = SelfAttention(c, dt, pdt, name="self_attn")(layer_norm(c.layer_norm_eps, dt, pdt, "layer_norm1")(x))
+    x = x + nn.Dropout(c.dropout)(y, deterministic)
+    y = layer_norm(c.layer_norm_eps, dt, pdt, "layer_norm2")(x)
+    y = dense(c.mlp, ("embed", "mlp"), dt, pdt, "fc1")(y)
+    y = dense(c.width, ("mlp", "embed"), dt, pdt, "fc2")(nn.gelu(y, approximate=True))
+    return x + nn.Dropout(c.dropout)(y, deterministic)
+
+
+class Encoder(nn.Module):
+  """depth x EncoderLayer, then a final LayerNorm."""
+  config: EncoderConfig
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic=True):
+    for i in range(self.config.depth):
+      x = EncoderLayer(self.config, self.dtype, self.param_dtype, name=f"layers_{i}")(x, deterministic)
+    return layer_norm(self.config.layer_norm_eps, self.dtype, self.param_dtype, "post_layernorm")(x)
+
+
+def patch_embed(x, width, patch, dtype, param_dtype, name):
+  """Non-overlapping patches (2-D, or 3-D tubelets when `patch` has three sizes) -> tokens."""
+  conv = nn.Conv(width, tuple(patch), strides=tuple(patch), padding="VALID", dtype=dtype, param_dtype=param_dtype,
+                 name=name, kernel_init=nn.with_logical_partitioning(
+                     nn.initializers.lecun_normal(), (None,) * (len(patch) + 1) + ("embed",)),
+                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+  return conv(x)
+
+
+def position_embedding(module: nn.Module, name: str, shape):
+  return module.param(name, nn.with_logical_partitioning(nn.initializers.normal(0.02), (None,) * (len(shape) - 1) + ("embed",)),
+                      shape, module.param_dtype)

@@ -1,0 +1,26 @@
+"""AdamW with warmup-cosine, clipping, and frozen parameters chosen by path regex."""
+
+import re
+
+import optax
+from flax import traverse_util
+
+
+def param_labels(params, frozen: tuple[str, ...]):
+  """'frozen' for leaves whose "a/b/c" path matches any pattern (re.search), else 'train'."""
+  patterns = [re.compile(p) for p in frozen]
+  flat = traverse_util.flatten_dict(params, sep="/")
+  return traverse_util.unflatten_dict(
+      {k: "frozen" if any(p.search(k) for p in patterns) else "train" for k in flat}, sep="/")
+
+
+def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
+  """`optax.multi_transform` + `set_to_zero` keeps frozen weights bit-exact and stateless
+  (a bare `optax.masked` would let their raw gradients through)."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, cfg.learning_rate, min(cfg.warmup_steps, max(total_steps - 1, 1)), max(total_steps, 2))
+  train = optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
+                      optax.adamw(schedule, weight_decay=cfg.weight_decay))
+  frozen = tuple(cfg.frozen)
+  return optax.multi_transform({"train": train, "frozen": optax.set_to_zero()},
+                               lambda params: param_labels(params, frozen))
