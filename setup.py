@@ -22,7 +22,7 @@ setuptools.setup(
         "dm-tree",
         "ml-collections>=1.0",
         "absl-py",
-        "opencv-python",
+        "opencv-python>=4.8,<5",  # OpenCV 5 dropped the Haar cascades used for face crops
         "grain>=0.2.10",
         "safetensors",
         "tokenizers",

@@ -21,15 +21,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = dict(
-      name="synthetic_me/small",
+      name="synthetic_me/tiny" if tiny else "synthetic_me/small",
       data_dir="",  # "" -> $TFDS_DATA_DIR or ~/tensorflow_datasets
       manual_dir="",
       train_split="train",
       test_split="test",
       scheme="composite",
-      max_text_len=96,
+      max_text_len=104,
       tokenizer="",  # a local HF tokenizer folder; "" -> train one into WORKDIR/tokenizer
-      tokenizer_vocab=512,
+      tokenizer_vocab=1024,
   )
 
   encoder = lambda width, depth: dict(width=width, depth=depth, heads=4, mlp=2 * width, dropout=0.0)
@@ -72,9 +72,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.train = dict(
       batch_size=16 if tiny else 32,
-      steps=4 if tiny else 600,
+      steps=4 if tiny else 300,
       log_every=2 if tiny else 25,
-      checkpoint_every=4 if tiny else 200,
+      checkpoint_every=4 if tiny else 100,
       keep_checkpoints=2,
       eval_batch_size=32,
       generate_examples=1,

@@ -24,3 +24,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
       if "accelerator" in item.keywords:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def synthetic_tiny(tmp_path_factory):
+  """synthetic_me/tiny, built once per test session."""
+  from deft_jax.data import build
+
+  return build.prepare("synthetic_me/tiny", tmp_path_factory.mktemp("tfds"))

@@ -42,6 +42,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [
       SyntheticConfig(name="small", description="24 subjects, ~260 clips, 64 px; builds in seconds.",
                       plan=_scaled(synthetic.MEGC2019, subjects=8, clips_per_subject=11)),
+      SyntheticConfig(name="tiny", description="12 subjects, ~36 clips; for tests.",
+                      plan=_scaled(synthetic.MEGC2019, subjects=4, clips_per_subject=3)),
       SyntheticConfig(name="megc2019", description="MEGC2019 composite structure: 68 subjects, 442 clips.",
                       plan=synthetic.MEGC2019),
       SyntheticConfig(name="megc2019_noisy_aus", description="megc2019 with 30% of AU labels corrupted.",

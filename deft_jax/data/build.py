@@ -47,6 +47,9 @@ def prepare(name: str, data_dir, manual_dir=None):
   build never shadows a finished one and nothing finished is overwritten.
   """
   b = builder(name, data_dir, manual_dir)
+  if not b.is_prepared() and epath.Path(b.data_dir).exists() and any(epath.Path(b.data_dir).iterdir()):
+    raise DatasetError(f"{b.data_dir}: holds files but no finished dataset (no dataset_info.json); "
+                       "move or delete it to rebuild")
   if not b.is_prepared():
     b.download_and_prepare(download_config=b._deft_download_config)  # pylint: disable=protected-access
   check(b)

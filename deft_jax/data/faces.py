@@ -20,11 +20,11 @@ class FaceDetectorMissing(RuntimeError):
 
 @functools.cache
 def _cascade():
-  path = os.path.join(getattr(cv2.data, "haarcascades", ""), CASCADE)
+  path = os.path.join(getattr(getattr(cv2, "data", None), "haarcascades", ""), CASCADE)
   if not hasattr(cv2, "CascadeClassifier") or not os.path.exists(path):
     raise FaceDetectorMissing(
         f"OpenCV {cv2.__version__} has no Haar cascade {CASCADE} (cv2.CascadeClassifier was "
-        "removed in OpenCV 5): install opencv-python<5, or build with face='centre'.")
+        "removed in OpenCV 5): install opencv-python<5, or build with ClipConfig(face='centre').")
   return cv2.CascadeClassifier(path)
 
 

@@ -235,7 +235,7 @@ def find_dir(root: pathlib.Path, candidates: tuple[str, ...], holding: str, what
     if folder.is_dir() and any(p.is_dir() and re.fullmatch(holding, p.name) for p in folder.iterdir()):
       return folder
   raise ManualDirError(f"{root}: no {what} (looked for {', '.join(candidates)} holding "
-                       f"folders named like {holding!r})")
+                       f"folders named like {holding})")
 
 
 # Frames ----------------------------------------------------------------------------------------
@@ -252,7 +252,7 @@ def frame_files(folder: pathlib.Path) -> dict[int, pathlib.Path]:
       continue
     number = int(digits[-1])
     if number in frames:
-      raise ManualDirError(f"{folder}: {frames[number].name} and {path.name} are both frame {number}")
+      raise Skip(f"{folder}: {frames[number].name} and {path.name} are both frame {number}")
     frames[number] = path
   return frames
 
@@ -320,19 +320,28 @@ def au_vectors(text: str):
 def generate(builder, clips, report: Report):
   """Yields (clip_id, record) per clip; then prints the report and keeps it in metadata.json."""
   cfg = builder.builder_config
+  if cfg.face not in ("haar", "centre"):
+    raise ValueError(f"config {cfg.name!r}: face must be 'haar' or 'centre', got {cfg.face!r}")
   if cfg.face == "haar" and any(not c.crops for c in clips):
-    faces.check_detector()
+    try:
+      faces.check_detector()
+    except faces.FaceDetectorMissing as e:
+      raise build.DatasetError(f"{report.dataset}: {e}") from e
   seen = {}
   for clip in clips:
     if clip.clip_id in seen:
       report.skip(clip.where, f"same clip as {seen[clip.clip_id]}", clip.clip_id)
       continue
     seen[clip.clip_id] = clip.where
+    notes = []  # (kind, text), reported only for clips that are written
     try:
-      record = make_record(clip, cfg, report)
+      record, face = make_record(clip, cfg, notes)
     except Skip as e:
       report.skip(clip.where, str(e), clip.clip_id)
       continue
+    for kind, text in notes:
+      report.note(clip, kind, text)
+    report.faces[face] += 1
     report.written += 1
     yield clip.clip_id, record
   builder.info.metadata["build_report"] = report.as_dict()
@@ -341,19 +350,26 @@ def generate(builder, clips, report: Report):
     raise ManualDirError(f"{report.dataset}: no clip could be made; see the reasons above")
 
 
-def make_record(clip: Clip, cfg: ClipConfig, report: Report) -> dict:
-  """Reads, crops and samples one clip and measures its onset->apex flow."""
+def make_record(clip: Clip, cfg: ClipConfig, notes: list) -> tuple[dict, str]:
+  """Reads, crops and samples one clip and measures its onset->apex flow.
+
+  Returns the record and how its face was cropped; fallbacks taken go into `notes`.
+  """
   emotion = emotion_name(clip.emotion)
   if emotion is None:
     raise Skip(f"unknown emotion {clip.emotion!r}")
   if not clip.frames:
     raise Skip("no frame images")
-  onset, apex, offset = _frame_range(clip, report)
-  files, box = _face(clip, onset, offset, cfg, report)
+  onset, apex, offset = _frame_range(clip, notes)
+  files, box, face = _face(clip, onset, offset, cfg, notes)
   if apex is None:
     crops = {n: faces.crop(read_rgb(files[n]), box, cfg.size) for n in range(onset, offset + 1)}
-    apex = onset + spot_apex(np.stack([gray(crops[n]) for n in sorted(crops)]))
-    report.note(clip, "apex_spotted", f"apex not annotated; spotted from motion at frame {apex}")
+    position, guess = spot_apex(np.stack([gray(crops[n]) for n in sorted(crops)]))
+    apex = onset + position
+    if guess:
+      notes.append(("apex_middle", f"apex not annotated and no motion found; middle frame {apex} used"))
+    else:
+      notes.append(("apex_spotted", f"apex not annotated; spotted from motion at frame {apex}"))
   else:
     crops = {}
   numbers, apex_index = sample_frames(onset, apex, offset, cfg.num_frames)
@@ -362,8 +378,8 @@ def make_record(clip: Clip, cfg: ClipConfig, report: Report) -> dict:
   flow, strain = onset_apex_flow(gray(crops[onset]), gray(crops[apex]))
   aus, intensity, side, unparsed = au_vectors(clip.au_string)
   if unparsed:
-    report.note(clip, "au_unparsed", f"AU tokens not understood: {unparsed} in {clip.au_string!r}")
-  return {
+    notes.append(("au_unparsed", f"AU tokens not understood: {unparsed} in {clip.au_string!r}"))
+  record = {
       "frames": np.stack([crops[n] for n in numbers]),
       "onset_index": 0,
       "apex_index": apex_index,
@@ -380,58 +396,69 @@ def make_record(clip: Clip, cfg: ClipConfig, report: Report) -> dict:
       "clip_id": clip.clip_id,
       "source": clip.source,
   }
+  return record, face
 
 
-def _frame_range(clip: Clip, report: Report):
+def _frame_range(clip: Clip, notes: list):
   """Onset and offset filled from the folder where not annotated, and checked."""
   onset, apex, offset = clip.onset, clip.apex, clip.offset
   if onset is None:
     onset = min(clip.frames)
-    report.note(clip, "onset_from_folder", f"onset not annotated; first frame {onset} used")
+    notes.append(("onset_from_folder", f"onset not annotated; first frame {onset} used"))
   if offset is None:
     offset = max(clip.frames)
-    report.note(clip, "offset_from_folder", f"offset not annotated; last frame {offset} used")
+    notes.append(("offset_from_folder", f"offset not annotated; last frame {offset} used"))
   if offset <= onset:
     raise Skip(f"offset {offset} is not after onset {onset}")
   if apex is not None and not onset < apex <= offset:
-    raise Skip(f"apex {apex} is not within onset {onset} (excluded) .. offset {offset}")
+    raise Skip(f"apex {apex} is not after onset {onset} and at or before offset {offset}")
   missing = [n for n in range(onset, offset + 1) if n not in clip.frames]
   if missing:
     folder = next(iter(clip.frames.values())).parent
-    raise Skip(f"{len(missing)} frames missing from {folder}, e.g. {missing[:5]}")
+    raise Skip(f"{len(missing)} frame(s) missing from {folder}: {missing[:5]}{' ...' * (len(missing) > 5)}")
   return onset, apex, offset
 
 
-def _face(clip: Clip, onset: int, offset: int, cfg: ClipConfig, report: Report):
-  """The files to crop from and the clip's face box (None: the files are aligned crops)."""
+def _face(clip: Clip, onset: int, offset: int, cfg: ClipConfig, notes: list):
+  """The files to crop from, the clip's face box (None: aligned crops) and how it was found."""
   if clip.crops:
     lacking = [n for n in range(onset, offset + 1) if n not in clip.crops]
     if not lacking:
-      report.faces["aligned"] += 1
-      return clip.crops, None
-    report.note(clip, "raw_frames", f"aligned crops lack frames {lacking[:5]}; raw frames used")
+      return clip.crops, None, "aligned"
+    notes.append(("raw_frames", f"aligned crops lack frames {lacking[:5]}; raw frames used"))
   first = read_rgb(clip.frames[onset])
   if cfg.face == "centre":
-    report.faces["centre"] += 1
-    return clip.frames, faces.centre_box(first.shape)
+    return clip.frames, faces.centre_box(first.shape), "centre"
   found = faces.detect(gray(first))
   if found is None:
-    report.faces["centre (no face found)"] += 1
-    report.note(clip, "no_face", "no face found on the onset frame; centre square used")
-    return clip.frames, faces.centre_box(first.shape)
-  report.faces["detected"] += 1
-  return clip.frames, faces.square_box(found, cfg.face_margin, first.shape)
+    notes.append(("no_face", "no face found on the onset frame; centre square used"))
+    return clip.frames, faces.centre_box(first.shape), "centre (no face found)"
+  return clip.frames, faces.square_box(found, cfg.face_margin, first.shape), "detected"
 
 
-def spot_apex(grays: np.ndarray) -> int:
-  """Position of the frame that differs most from the first (mean absolute difference)."""
-  diff = np.abs(grays[1:].astype(np.float32) - grays[0].astype(np.float32)).mean(axis=(1, 2))
-  return int(np.argmax(diff)) + 1
+# Mean TV-L1 motion (pixels of the S x S crop) below which a clip counts as still. The sheet
+# says a micro-expression is there, and one can be faint (synthetic clips at S = 32 peak at
+# 0.04-0.17 px), so only a clip frozen to the noise floor falls back to the middle frame.
+MIN_APEX_MOTION = 0.01
+
+
+def spot_apex(grays: np.ndarray) -> tuple[int, bool]:
+  """Position of the apex in grey crops from the onset (first) on, and whether it is a guess.
+
+  deft_jax.flow.spot_apex: the frame whose TV-L1 flow from the onset is largest; the middle
+  frame when nothing moves by MIN_APEX_MOTION (the guess). The clip is padded with onset
+  frames (no motion) to a power of two, so TV-L1 compiles once per length bucket rather
+  than once per clip length.
+  """
+  from deft_jax import flow  # pylint: disable=g-import-not-at-top
+  n = len(grays)
+  padded = np.concatenate([grays, np.repeat(grays[:1], (1 << (n - 1).bit_length()) - n, axis=0)])
+  apex = flow.spot_apex(padded, min_motion=MIN_APEX_MOTION)
+  return (max(1, (n - 1) // 2), True) if apex.fallback else (apex.index, False)
 
 
 def onset_apex_flow(onset: np.ndarray, apex: np.ndarray):
-  """Onset->apex flow (S, S, 2) and optical strain (S, S) of two uint8 grayscale crops."""
-  # TEMPORARY: Farneback until deft_jax.flow.tvl1 / optical_strain are exported.
-  from deft_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  flow = cv2.calcOpticalFlowFarneback(onset, apex, None, 0.5, 3, 9, 5, 5, 1.1, 0)
-  return flow.astype(np.float32), synthetic.optical_strain_np(flow)
+  """Onset->apex TV-L1 flow (S, S, 2) and optical strain (S, S) of two uint8 grey crops."""
+  from deft_jax import flow as flow_lib  # pylint: disable=g-import-not-at-top
+  flow = flow_lib.tvl1(onset, apex)
+  return np.asarray(flow), np.asarray(flow_lib.optical_strain(flow))

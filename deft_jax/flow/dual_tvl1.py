@@ -1,0 +1,244 @@
+"""TV-L1 optical flow in JAX: jitted, batched over pairs, the same on CPU, GPU and TPU.
+
+Minimises  sum |grad u| + |grad v| + lam |I1(x + w) - I0(x)|  by the duality scheme of
+Zach, Pock & Bischof (DAGM 2007), solved coarse to fine with repeated warps as detailed by
+Sanchez, Meinhardt-Llopis & Facciolo, "TV-L1 Optical Flow Estimation", IPOL 2013 (cited
+below as IPOL). Every loop over iterations is a lax loop and every shape is static.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+
+from deft_jax.flow import pyramid
+from deft_jax.flow import stencils
+from deft_jax.flow import warp
+
+
+@dataclasses.dataclass(frozen=True)
+class TVL1Params:
+  """Solver settings; the defaults follow IPOL (intensities span [0, 255]) except theta.
+
+  Attributes:
+    lam: data attachment lambda; smaller gives smoother flow.
+    theta: tightness coupling the flow u to its auxiliary copy v. IPOL uses 0.3; 0.15 cut
+      the error on synthetic micro-deformations by a quarter and halved the iterations
+      (benchmarks/README_flow.md), at slightly more error on rigid motion under noise.
+    tau: dual time step; Chambolle's projection converges for tau <= 1/4.
+    warps: warps of frame1 per pyramid level (IPOL's nwarps).
+    iterations: most fixed-point iterations per warp.
+    epsilon: stop a warp once the mean squared flow change of one iteration is below
+      epsilon**2 (IPOL's criterion); 0 runs exactly `iterations`.
+    dual_steps: Chambolle projection steps per data step (scikit-image takes 2).
+    rof_order: "ipol" or "skimage", the order of the primal and dual updates in _rof().
+    min_size: smallest side allowed at the coarsest pyramid level.
+    max_scales: most pyramid levels (the full-resolution level counts).
+    pyramid_sigma: Gaussian blur before halving; IPOL uses 0.6 sqrt(1/zoom^2 - 1).
+    presmooth_sigma: Gaussian blur of both frames before anything else (IPOL: 0.8).
+    median: 3x3 median filter on the flow before each warp (scikit-image's prefilter).
+    normalize: rescale each pair jointly to [0, 255] (IPOL); otherwise intensities are taken
+      as given, uint8 read as [0, 1] like scikit-image.
+    upsample: "linear" (bilinear) or "nearest" (scikit-image) flow transfer between levels.
+  """
+  lam: float = 0.15
+  theta: float = 0.15
+  tau: float = 0.25
+  warps: int = 5
+  iterations: int = 300
+  epsilon: float = 0.01
+  dual_steps: int = 1
+  rof_order: str = "ipol"
+  min_size: int = 16
+  max_scales: int = 10
+  pyramid_sigma: float = 0.6 * 3 ** 0.5
+  presmooth_sigma: float = 0.8
+  median: bool = False
+  normalize: bool = True
+  upsample: str = "linear"
+
+  def __post_init__(self):
+    if self.upsample not in ("linear", "nearest"):
+      raise ValueError(f"upsample must be 'linear' or 'nearest', got {self.upsample!r}.")
+    if self.rof_order not in ("ipol", "skimage"):
+      raise ValueError(f"rof_order must be 'ipol' or 'skimage', got {self.rof_order!r}.")
+    if min(self.warps, self.iterations, self.dual_steps, self.max_scales) < 1:
+      raise ValueError("warps, iterations, dual_steps and max_scales must be >= 1.")
+    if self.min_size < 2:
+      raise ValueError(f"min_size must be >= 2, got {self.min_size}.")
+
+
+# scikit-image's optical_flow_tvl1 defaults: attachment=15 -> lam, tightness=0.3 -> theta,
+# num_warp=5 -> warps, num_iter=10 -> iterations, prefilter=False -> median. Its `tol` test
+# (once per warp) almost never fires, so epsilon=0; its pyramid keeps levels whose side
+# exceeds 16 px (min_size=17) and blurs with sigma 2/3 before halving.
+SKIMAGE_COMPATIBLE = dict(
+    lam=15.0, theta=0.3, tau=0.25, warps=5, iterations=10, epsilon=0.0, dual_steps=2,
+    rof_order="skimage", min_size=17, max_scales=10, pyramid_sigma=2.0 / 3.0,
+    presmooth_sigma=0.0, median=False, normalize=False, upsample="nearest")
+
+
+def _threshold(u, v, ix, iy, rho0, grad_sq, lam_theta):
+  """The point-wise data step: v minimising |v - u|^2 / (2 theta) + lam |rho(v)| (ZPB 2007)."""
+  rho = rho0 + ix * u + iy * v
+  step = jnp.where(jnp.abs(rho) <= lam_theta * grad_sq, -rho / grad_sq,
+                   -lam_theta * jnp.sign(rho))
+  return u + step * ix, v + step * iy
+
+
+def _rof(v, p, prm):
+  """Chambolle (2004) steps for min_u TV(u) + |u - v|^2 / (2 theta), warm-started at dual p.
+
+  Each step sets u = v + theta div p and moves p along grad u. IPOL does it in this order;
+  scikit-image starts from u = v and moves p first.
+  """
+  px, py = p
+  u = v
+  step = prm.tau / prm.theta
+  for _ in range(prm.dual_steps):
+    if prm.rof_order == "ipol":
+      u = v + prm.theta * stencils.divergence(px, py)
+    gx, gy = stencils.forward_gradient(u)
+    norm = 1.0 + step * jnp.sqrt(gx * gx + gy * gy)
+    px, py = (px + step * gx) / norm, (py + step * gy) / norm
+    if prm.rof_order == "skimage":
+      u = v + prm.theta * stencils.divergence(px, py)
+  return u, (px, py)
+
+
+def _iterate(u, v, pu, pv, data, prm):
+  ix, iy, rho0, grad_sq = data
+  au, av = _threshold(u, v, ix, iy, rho0, grad_sq, prm.lam * prm.theta)
+  u, pu = _rof(au, pu, prm)
+  v, pv = _rof(av, pv, prm)
+  return u, v, pu, pv
+
+
+def _solve_level(i0, i1, u, v, prm):
+  """Warps and fixed-point iterations at one pyramid level; the duals restart at zero."""
+  h, w = i0.shape
+  ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
+                        indexing="ij")
+  zeros = jnp.zeros_like(i0)
+  duals = ((zeros, zeros), (zeros, zeros))
+
+  def one_warp(_, carry):
+    u, v, pu, pv = carry
+    if prm.median:
+      u, v = stencils.median3x3(u), stencils.median3x3(v)
+    warped = warp.bilinear(i1, xs + u, ys + v)
+    ix, iy = stencils.central_gradient(warped)
+    grad_sq = ix * ix + iy * iy
+    grad_sq = jnp.where(grad_sq == 0, 1.0, grad_sq)
+    rho0 = warped - i0 - ix * u - iy * v  # residual linearised about this warp's flow
+    data = (ix, iy, rho0, grad_sq)
+
+    if prm.epsilon <= 0:
+      return lax.fori_loop(0, prm.iterations,
+                           lambda _, c: _iterate(*c, data, prm), (u, v, pu, pv))
+
+    def cond(state):
+      n, err, _ = state
+      return (n < prm.iterations) & (err > prm.epsilon ** 2)
+
+    def body(state):
+      n, _, (u, v, pu, pv) = state
+      nu, nv, pu, pv = _iterate(u, v, pu, pv, data, prm)
+      err = jnp.mean((nu - u) ** 2 + (nv - v) ** 2)  # IPOL's stopping test
+      return n + 1, err, (nu, nv, pu, pv)
+
+    state = (0, jnp.array(jnp.inf, jnp.float32), (u, v, pu, pv))
+    return lax.while_loop(cond, body, state)[2]
+
+  u, v, _, _ = lax.fori_loop(0, prm.warps, one_warp, (u, v, *duals))
+  return u, v
+
+
+def _prepare(f0, f1, prm):
+  if prm.normalize:  # IPOL: both frames share one min-max map to [0, 255]
+    lo = jnp.minimum(f0.min(), f1.min())
+    scale = 255.0 / jnp.maximum(jnp.maximum(f0.max(), f1.max()) - lo, 1e-12)
+    f0, f1 = (f0 - lo) * scale, (f1 - lo) * scale
+  return (pyramid.gaussian_blur(f0, prm.presmooth_sigma),
+          pyramid.gaussian_blur(f1, prm.presmooth_sigma))
+
+
+def _tvl1_pair(f0, f1, prm):
+  f0, f1 = _prepare(f0, f1, prm)
+  shapes = pyramid.level_shapes(f0.shape, prm.min_size, prm.max_scales)
+  levels = [(f0, f1)]
+  for _ in shapes[1:]:
+    a, b = levels[-1]
+    levels.append((pyramid.halve(a, prm.pyramid_sigma), pyramid.halve(b, prm.pyramid_sigma)))
+  u = v = jnp.zeros(shapes[-1], jnp.float32)
+  for i0, i1 in reversed(levels):
+    if u.shape != i0.shape:
+      u, v = pyramid.upsample_flow(u, v, i0.shape, prm.upsample)
+    u, v = _solve_level(i0, i1, u, v, prm)
+  return jnp.stack([u, v], axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames="prm")
+def _tvl1_vmap(f0, f1, prm):
+  return jax.vmap(functools.partial(_tvl1_pair, prm=prm))(f0, f1)
+
+
+def _solve(f0, f1, prm, chunk):
+  """Feeds `chunk` pairs at a time to one compiled solver, so any batch size reuses it."""
+  n = f0.shape[0]
+  if chunk >= n:
+    return _tvl1_vmap(f0, f1, prm)
+  if isinstance(f0, jax.core.Tracer) or isinstance(f1, jax.core.Tracer):  # under jit: one loop
+    pair = functools.partial(_tvl1_pair, prm=prm)
+    return lax.map(lambda frames: pair(*frames), (f0, f1), batch_size=chunk)
+  pieces = []
+  for start in range(0, n, chunk):
+    a, b = f0[start:start + chunk], f1[start:start + chunk]
+    short = chunk - a.shape[0]
+    if short:  # repeat the last pair to keep the compiled shape
+      a, b = (jnp.concatenate([x, jnp.repeat(x[-1:], short, axis=0)]) for x in (a, b))
+    pieces.append(_tvl1_vmap(a, b, prm)[:chunk - short])
+  return jnp.concatenate(pieces)
+
+
+def _as_float(frame, name):
+  frame = jnp.asarray(frame)
+  if frame.dtype == jnp.uint8:
+    return frame.astype(jnp.float32) / 255.0
+  if not (jnp.issubdtype(frame.dtype, jnp.floating) or jnp.issubdtype(frame.dtype, jnp.integer)):
+    raise TypeError(f"{name} must be a float or uint8 array, got dtype {frame.dtype}.")
+  return frame.astype(jnp.float32)
+
+
+def tvl1(frame0, frame1, *, chunk=None, **params):
+  """Dense TV-L1 flow from frame0 to frame1, in pixels.
+
+  Args:
+    frame0: grayscale (H, W) or a batch (N, H, W); float, or uint8 read as [0, 1].
+    frame1: same shape as frame0.
+    chunk: pairs solved together (vmap) per step of a loop over the batch; results do not
+      depend on it. None picks 1 on CPU, where one pair's arrays stay in cache and one
+      compiled solver serves every batch size, and the whole batch on GPU and TPU.
+    **params: fields of TVL1Params, e.g. `**SKIMAGE_COMPATIBLE` to reproduce
+      skimage.registration.optical_flow_tvl1 with its defaults.
+
+  Returns:
+    float32 flow of shape (..., H, W, 2) holding (dx, dy), such that
+    frame1(x + flow(x)) ~ frame0(x).
+  """
+  prm = TVL1Params(**params)
+  shape0, shape1 = np.shape(frame0), np.shape(frame1)
+  if len(shape0) not in (2, 3) or min(shape0[-2:], default=0) < 2:
+    raise ValueError(f"frame0 must have shape (H, W) or (N, H, W) with H, W >= 2, "
+                     f"got {shape0}.")
+  if shape1 != shape0:
+    raise ValueError(f"frame1 must have the shape of frame0, {shape0}, got {shape1}.")
+  f0, f1 = _as_float(frame0, "frame0"), _as_float(frame1, "frame1")
+  if f0.ndim == 2:
+    return _tvl1_vmap(f0[None], f1[None], prm)[0]
+  if chunk is None:
+    chunk = 1 if jax.default_backend() == "cpu" else f0.shape[0]
+  return _solve(f0, f1, prm, max(int(chunk), 1))

@@ -1,0 +1,247 @@
+"""Local Hugging Face checkpoints (config.json + safetensors + tokenizer) <-> DecoderLM params.
+
+Loading streams one tensor at a time from safetensors into its target sharding: each device
+shard is read in row blocks straight into an aligned buffer (which the CPU backend adopts without
+copying), so host memory holds the placed parameters plus one block in flight.
+"""
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import safetensors
+import safetensors.numpy
+from flax import traverse_util
+
+from deft_jax.models import llm
+from deft_jax.models import lora as lora_lib
+
+# Logical axis -> mesh axes (first usable entry wins, as in flax.linen.logical_to_mesh).
+DEFAULT_RULES = (
+    ("vocab", "tensor"), ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
+    ("kv_heads", "tensor"), ("head_dim", None), ("norm", None), ("lora_rank", None),
+)
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+_CHUNK_BYTES = 4 << 20
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that does not match the model, or a file that cannot be read."""
+
+
+def hf_param_name(path: str) -> str:
+  """"layers_0/self_attn/q_proj/kernel" -> "model.layers.0.self_attn.q_proj.weight"."""
+  module, leaf = path.rsplit("/", 1)
+  return f"{lora_lib.hf_module_name(module)}.{'bias' if leaf == 'bias' else 'weight'}"
+
+
+def _is_kernel(path: str) -> bool:
+  return path.endswith("/kernel")  # torch Linear stores (out, in); Flax (in, out)
+
+
+def param_shardings(abstract, mesh: jax.sharding.Mesh, rules=None) -> dict[str, jax.sharding.NamedSharding]:
+  """NamedSharding per flat path from logical names; an axis that does not divide stays whole."""
+  rules = _rule_list(DEFAULT_RULES if rules is None else rules)
+  out = {}
+  for path, boxed in traverse_util.flatten_dict(abstract, sep="/").items():
+    used = set()
+    spec = [_mesh_axes(name, dim, mesh, rules, used) for name, dim in zip(boxed.names, boxed.value.shape)]
+    out[path] = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+  return out
+
+
+def _rule_list(rules) -> list[tuple[str, Any]]:
+  return list(rules.items()) if isinstance(rules, Mapping) else [tuple(r) for r in rules]
+
+
+def _mesh_axes(name, dim, mesh, rules, used):
+  for logical, axes in rules:
+    if logical != name:
+      continue
+    if axes is None:
+      return None
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    if any(a not in mesh.shape or a in used for a in axes):
+      continue
+    if dim % int(np.prod([mesh.shape[a] for a in axes])):
+      continue
+    used.update(axes)
+    return axes if len(axes) > 1 else axes[0]
+  return None
+
+
+def default_mesh() -> jax.sharding.Mesh:
+  """One device, axes (data, fsdp, tensor): everything replicated on the first device."""
+  return jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
+
+
+def _open(file: str):
+  try:
+    return safetensors.safe_open(file, framework="numpy")
+  except FileNotFoundError as e:
+    raise CheckpointError(f"checkpoint file missing: {file}") from e
+  except Exception as e:  # safetensors raises SafetensorError for bad headers and truncation.
+    raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from e
+
+
+def checkpoint_index(path: str | os.PathLike) -> dict[str, str]:
+  """HF tensor name -> safetensors file, for a single-file or sharded checkpoint."""
+  path = os.fspath(path)
+  index = os.path.join(path, INDEX_FILE)
+  if os.path.exists(index):
+    with open(index) as f:
+      weight_map = json.load(f)["weight_map"]
+    return {k: os.path.join(path, v) for k, v in weight_map.items()}
+  single = os.path.join(path, SINGLE_FILE)
+  if not os.path.exists(single):
+    raise CheckpointError(f"{path}: neither {SINGLE_FILE} nor {INDEX_FILE} found")
+  with _open(single) as sf:
+    return {k: single for k in sf.keys()}
+
+
+def _shapes(index: dict[str, str]) -> dict[str, tuple[int, ...]]:
+  shapes = {}
+  for file in sorted(set(index.values())):
+    with _open(file) as sf:
+      names = set(sf.keys())
+      for key in (k for k, f in index.items() if f == file):
+        if key not in names:
+          raise CheckpointError(f"{file}: index lists {key} but the file does not hold it")
+        shapes[key] = tuple(sf.get_slice(key).get_shape())
+  return shapes
+
+
+def _aligned_empty(shape, dtype) -> np.ndarray:
+  """Uninitialised 64-byte-aligned array: the CPU backend adopts such buffers without a copy."""
+  dtype = np.dtype(dtype)
+  raw = np.empty(int(np.prod(shape)) * dtype.itemsize + 64, np.uint8)
+  start = -raw.ctypes.data % 64
+  return raw[start: start + int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def _read_shard(file: str, key: str, index: tuple[slice, ...], shape: tuple[int, ...], transpose: bool,
+                dtype) -> np.ndarray:
+  """The `index` shard (Flax layout) of tensor `key`, read in row blocks of about _CHUNK_BYTES.
+
+  Each block reopens the file, so at most one block of mapped file pages is resident at a time.
+  """
+  bounds = [s.indices(n)[:2] for s, n in zip(index, shape)]
+  out = _aligned_empty([stop - start for start, stop in bounds], dtype)
+  hf_bounds = bounds[::-1] if transpose else bounds  # torch Linear stores (out, in)
+  (first, last), cols = hf_bounds[0], tuple(slice(*b) for b in hf_bounds[1:])
+  row_bytes = out.itemsize * int(np.prod([stop - start for start, stop in hf_bounds[1:]]))
+  step = max(1, _CHUNK_BYTES // max(row_bytes, 1))
+  for start in range(first, last, step):
+    stop = min(start + step, last)
+    with _open(file) as sf:
+      try:
+        block = sf.get_slice(key)[(slice(start, stop), *cols)].astype(dtype, copy=False)
+      except Exception as e:
+        raise CheckpointError(f"{file}: cannot read tensor {key} ({e})") from e
+    rows = slice(start - first, stop - first)
+    if transpose:
+      out[:, rows] = block.T
+    else:
+      out[rows] = block
+  return out
+
+
+def from_pretrained(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32,
+                    lora: lora_lib.LoraConfig | None = None, mesh: jax.sharding.Mesh | None = None,
+                    rules=None, rng: jax.Array | None = None) -> tuple[llm.DecoderLM, Any]:
+  """(module, params) from a local HF checkpoint directory.
+
+  Params are plain arrays placed in NamedShardings from their logical names and `rules`
+  (default DEFAULT_RULES) on `mesh` (default: one device). LoRA leaves, if `lora` is given, are
+  freshly initialised from `rng` (B = 0, so the model starts equal to the checkpoint).
+  """
+  path = os.fspath(path)
+  config = llm.LlmConfig.from_hf(path)
+  module = llm.DecoderLM(config, lora=lora, dtype=dtype, param_dtype=param_dtype)
+  abstract = llm.abstract_params(module)
+  shardings = param_shardings(abstract, mesh or default_mesh(), rules)
+  flat_abstract = traverse_util.flatten_dict(nn.meta.unbox(abstract), sep="/")
+  targets = {hf_param_name(p): p for p in flat_abstract if not lora_lib.is_lora(p)}
+  index = checkpoint_index(path)
+  _check_keys(path, targets, flat_abstract, index, config)
+
+  flat = {}
+  for name, p in targets.items():
+    shape = flat_abstract[p].shape
+    read = lambda idx, file=index[name], name=name, shape=shape, t=_is_kernel(p): _read_shard(
+        file, name, idx, shape, t, param_dtype)
+    flat[p] = jax.make_array_from_callback(shape, shardings[p], read)
+  lora_paths = [p for p in flat_abstract if lora_lib.is_lora(p)]
+  if lora_paths:
+    flat.update(_init_lora(module, lora_paths, shardings, jax.random.key(0) if rng is None else rng))
+  return module, traverse_util.unflatten_dict(flat, sep="/")
+
+
+def _check_keys(path, targets, flat_abstract, index, config) -> None:
+  """Raises one error listing every missing, unexpected and mis-shaped tensor."""
+  shapes = _shapes(index)
+  ignored = {k for k in shapes if k.endswith(_IGNORED_SUFFIXES)}
+  if config.tie_word_embeddings:
+    ignored.add("lm_head.weight")  # some tied checkpoints still store the copy
+  problems = [f"missing: {k}" for k in sorted(set(targets) - set(shapes))]
+  problems += [f"unexpected: {k}" for k in sorted(set(shapes) - set(targets) - ignored)]
+  for name, p in sorted(targets.items()):
+    if name in shapes:
+      want = flat_abstract[p].shape
+      want = want[::-1] if _is_kernel(p) else want
+      if shapes[name] != tuple(want):
+        problems.append(f"wrong shape: {name} is {shapes[name]}, model needs {tuple(want)}")
+  if problems:
+    raise CheckpointError(f"{path}: checkpoint does not match the {config.model_type} config "
+                          f"({len(problems)} problems):\n  " + "\n  ".join(problems))
+
+
+def _init_lora(module, lora_paths, shardings, rng):
+  """Initialises only the LoRA leaves; XLA drops the unused base-weight initialisers."""
+
+  def init(rng):
+    params = module.init(rng, jnp.zeros((1, 1), jnp.int32))["params"]
+    flat = traverse_util.flatten_dict(nn.meta.unbox(params), sep="/")
+    return {p: flat[p] for p in lora_paths}
+
+  return jax.jit(init, out_shardings={p: shardings[p] for p in lora_paths})(rng)
+
+
+def save_pretrained(module: llm.DecoderLM, params, path: str | os.PathLike) -> None:
+  """Writes a HF checkpoint (config.json + model.safetensors); LoRA is merged into the kernels."""
+  os.makedirs(path, exist_ok=True)
+  if module.lora is not None:
+    params = lora_lib.merge(params, module.lora)
+  tensors = {}
+  for p, v in traverse_util.flatten_dict(nn.meta.unbox(params), sep="/").items():
+    if lora_lib.is_lora(p):
+      raise ValueError(f"LoRA leaf {p} but module.lora is None; pass the module it was trained with")
+    v = np.asarray(jax.device_get(v))
+    tensors[hf_param_name(p)] = np.ascontiguousarray(v.T if _is_kernel(p) else v)
+  dtypes = {np.dtype(v.dtype).name for v in tensors.values()}
+  config = module.config.to_hf()
+  config["torch_dtype"] = config["dtype"] = dtypes.pop() if len(dtypes) == 1 else "float32"
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(config, f, indent=2)
+  safetensors.numpy.save_file(tensors, os.path.join(path, SINGLE_FILE), metadata={"format": "pt"})
+
+
+def load_tokenizer(path: str | os.PathLike):
+  """transformers.AutoTokenizer from local files only."""
+  path = os.fspath(path)
+  if not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
+    raise FileNotFoundError(f"no tokenizer in {path}: expected one of {', '.join(TOKENIZER_FILES)}")
+  import transformers  # heavy; only needed here
+
+  try:
+    return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+  except (OSError, ValueError) as e:
+    raise FileNotFoundError(f"cannot load the tokenizer in {path}: {e}") from e

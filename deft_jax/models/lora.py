@@ -1,0 +1,270 @@
+"""LoRA: the adapted linear layer, freezing, merging and the peft on-disk format.
+
+LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models"):
+y = x W + (alpha / r) * dropout(x) A B, with B initialised to zero so training starts from the
+base model. Parameters are named `lora_a` (in, r) and `lora_b` (r, out) next to the `kernel` of
+the layer they adapt; every LoRA path contains "lora_" and no base path does.
+"""
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import safetensors.numpy
+from flax import traverse_util
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_PEFT_PREFIX = "base_model.model."
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+  """Which linear layers get an adapter (regex full-matched on "a/b/c" module paths), and how."""
+
+  rank: int = 8
+  alpha: float = 16.0
+  dropout: float = 0.0
+  targets: str = r".*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+
+  def __post_init__(self):
+    if self.rank < 1:
+      raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+    re.compile(self.targets)
+
+  @property
+  def scale(self) -> float:
+    return self.alpha / self.rank
+
+  def applies_to(self, module_path: str) -> bool:
+    return re.fullmatch(self.targets, module_path) is not None
+
+
+class LoraLinear(nn.Module):
+  """x @ kernel (+ bias), plus a LoRA branch when `lora` targets this module's path."""
+
+  features: int
+  axes: tuple[str, str]  # logical names of the (in, out) kernel axes
+  use_bias: bool = False
+  lora: LoraConfig | None = None
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.normal(0.02)
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    in_axis, out_axis = self.axes
+    kernel = self.param(
+        "kernel", nn.with_logical_partitioning(self.kernel_init, self.axes),
+        (x.shape[-1], self.features), self.param_dtype)
+    x = x.astype(self.dtype)
+    y = jnp.dot(x, kernel.astype(self.dtype))
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (out_axis,)),
+                        (self.features,), self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    if self.lora is not None and self.lora.applies_to("/".join(self.path)):
+      r = self.lora.rank
+      # peft initialises A with kaiming-uniform(a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)).
+      a = self.param("lora_a", nn.with_logical_partitioning(
+          nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"), (in_axis, "lora_rank")),
+                     (x.shape[-1], r), self.param_dtype)
+      b = self.param("lora_b", nn.with_logical_partitioning(
+          nn.initializers.zeros, ("lora_rank", out_axis)), (r, self.features), self.param_dtype)
+      h = nn.Dropout(self.lora.dropout)(x, deterministic=deterministic)
+      y = y + (h @ a.astype(self.dtype)) @ b.astype(self.dtype) * jnp.asarray(self.lora.scale, self.dtype)
+    return y
+
+
+def _flat(params) -> dict[str, Any]:
+  return traverse_util.flatten_dict(params, sep="/")
+
+
+def _nest(flat: dict[str, Any]):
+  return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def is_lora(path: str) -> bool:
+  return "lora_" in path
+
+
+def split(params) -> tuple[Any, Any]:
+  """(base, adapter) parameter trees; the adapter holds only LoRA leaves."""
+  flat = _flat(params)
+  base = {k: v for k, v in flat.items() if not is_lora(k)}
+  adapter = {k: v for k, v in flat.items() if is_lora(k)}
+  return _nest(base), _nest(adapter)
+
+
+def combine(base, adapter):
+  """Inverse of `split`."""
+  return _nest({**_flat(base), **_flat(adapter)})
+
+
+def freeze(tx: optax.GradientTransformation, trainable: str = "lora_") -> optax.GradientTransformation:
+  """Applies `tx` to leaves whose path matches `trainable` (re.search); others get zero updates.
+
+  `optax.multi_transform` + `set_to_zero` keeps frozen weights bit-exact and gives them no
+  optimizer state (a bare `optax.masked` would pass their raw gradients through).
+  """
+  pattern = re.compile(trainable)
+
+  def labels(params):
+    flat = _flat(params)
+    return _nest({k: "train" if pattern.search(k) else "frozen" for k in flat})
+
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def _delta(a, b, scale):
+  return (a.astype(jnp.float32) @ b.astype(jnp.float32)) * scale
+
+
+def merge(params, config: LoraConfig):
+  """Folds every adapter into its kernel and drops the LoRA leaves (for a model with lora=None)."""
+  flat = _flat(params)
+  out = {k: v for k, v in flat.items() if not is_lora(k)}
+  for k in flat:
+    if k.endswith("/lora_a"):
+      module = k[: -len("/lora_a")]
+      kernel = flat[f"{module}/kernel"]
+      out[f"{module}/kernel"] = (kernel.astype(jnp.float32)
+                                 + _delta(flat[k], flat[f"{module}/lora_b"], config.scale)).astype(kernel.dtype)
+  return _nest(out)
+
+
+def unmerge(merged, adapter, config: LoraConfig):
+  """Inverse of `merge`: subtracts each adapter from its kernel and re-attaches the LoRA leaves."""
+  flat, flat_adapter = _flat(merged), _flat(adapter)
+  out = dict(flat)
+  for k in flat_adapter:
+    if k.endswith("/lora_a"):
+      module = k[: -len("/lora_a")]
+      kernel = flat[f"{module}/kernel"]
+      out[f"{module}/kernel"] = (kernel.astype(jnp.float32)
+                                 - _delta(flat_adapter[k], flat_adapter[f"{module}/lora_b"], config.scale)
+                                 ).astype(kernel.dtype)
+  return _nest({**out, **flat_adapter})
+
+
+def hf_module_name(module_path: str) -> str:
+  """Flax module path -> Hugging Face module name ("layers_3/mlp/up_proj" -> "model.layers.3.mlp.up_proj")."""
+  name = re.sub(r"(^|/)layers_(\d+)(?=/|$)", r"\1layers.\2", module_path).replace("/", ".")
+  return name if name.startswith("lm_head") else f"model.{name}"
+
+
+def flax_module_path(hf_name: str) -> str:
+  """Inverse of `hf_module_name`."""
+  name = hf_name.removeprefix("model.") if not hf_name.startswith("lm_head") else hf_name
+  return re.sub(r"(^|\.)layers\.(\d+)(?=\.|$)", r"\1layers_\2", name).replace(".", "/")
+
+
+def save_peft(path: str | os.PathLike, params, config: LoraConfig, *,
+              base_model_name_or_path: str | None = None) -> None:
+  """Writes the adapter as peft does (adapter_config.json + adapter_model.safetensors)."""
+  os.makedirs(path, exist_ok=True)
+  flat = _flat(jax.device_get(split(params)[1]))
+  if not flat:
+    raise ValueError("params hold no LoRA leaves; nothing to export")
+  tensors, modules = {}, []
+  for k, v in flat.items():
+    module, leaf = k.rsplit("/", 1)
+    name = hf_module_name(module)
+    # peft's nn.Linear layout: lora_A.weight (r, in), lora_B.weight (out, r).
+    peft_leaf = {"lora_a": "lora_A", "lora_b": "lora_B"}[leaf]
+    tensors[f"{_PEFT_PREFIX}{name}.{peft_leaf}.weight"] = np.ascontiguousarray(np.asarray(v).T)
+    if leaf == "lora_a":
+      modules.append(name)
+  safetensors.numpy.save_file(tensors, os.path.join(path, ADAPTER_WEIGHTS), metadata={"format": "pt"})
+  adapter_config = {
+      "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model_name_or_path,
+      "r": config.rank, "lora_alpha": config.alpha, "lora_dropout": config.dropout,
+      # Exact module names, so the adapted set is the same whatever the regex was.
+      "target_modules": "^(" + "|".join(re.escape(m) for m in sorted(modules)) + ")$",
+      "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
+      "modules_to_save": None, "init_lora_weights": True, "inference_mode": True,
+      "rank_pattern": {}, "alpha_pattern": {},
+  }
+  with open(os.path.join(path, ADAPTER_CONFIG), "w") as f:
+    json.dump(adapter_config, f, indent=2)
+
+
+def _check_peft_config(cfg: dict, path) -> None:
+  unsupported = {
+      "peft_type": cfg.get("peft_type", "LORA") != "LORA",
+      "use_rslora": bool(cfg.get("use_rslora")),
+      "use_dora": bool(cfg.get("use_dora")),
+      "fan_in_fan_out": bool(cfg.get("fan_in_fan_out")),
+      "bias": cfg.get("bias", "none") != "none",
+      "modules_to_save": bool(cfg.get("modules_to_save")),
+      "rank_pattern": bool(cfg.get("rank_pattern")),
+      "alpha_pattern": bool(cfg.get("alpha_pattern")),
+  }
+  bad = [f"{k}={cfg.get(k)!r}" for k, v in unsupported.items() if v]
+  if bad:
+    raise ValueError(f"{path}: unsupported peft adapter settings: {', '.join(bad)}")
+
+
+def load_peft(path: str | os.PathLike, params) -> tuple[LoraConfig, Any]:
+  """Reads a peft LoRA adapter onto base `params`; each LoRA leaf follows its kernel's sharding.
+
+  Returns the LoraConfig (targets = exactly the adapted modules) and base + adapter params.
+  """
+  with open(os.path.join(path, ADAPTER_CONFIG)) as f:
+    cfg = json.load(f)
+  _check_peft_config(cfg, path)
+  flat = _flat(params)
+  weights = os.path.join(path, ADAPTER_WEIGHTS)
+  out, modules, errors = dict(flat), [], []
+  with safetensors.safe_open(weights, framework="numpy") as sf:
+    for key in sf.keys():
+      m = re.fullmatch(re.escape(_PEFT_PREFIX) + r"(.+)\.(lora_A|lora_B)(?:\.default)?\.weight", key)
+      if m is None:
+        errors.append(f"unexpected key {key}")
+        continue
+      module = flax_module_path(m.group(1))
+      kernel = flat.get(f"{module}/kernel")
+      if kernel is None:
+        errors.append(f"{key}: model has no linear layer {module}")
+        continue
+      value = sf.get_tensor(key).T
+      leaf, dim = ("lora_a", 0) if m.group(2) == "lora_A" else ("lora_b", 1)
+      if value.shape[dim] != kernel.shape[dim] or value.shape[1 - dim] != cfg["r"]:
+        errors.append(f"{key}: shape {value.T.shape} does not fit kernel {kernel.shape} with r={cfg['r']}")
+        continue
+      out[f"{module}/{leaf}"] = _place_like(value.astype(kernel.dtype), kernel, dim)
+      if leaf == "lora_a":
+        modules.append(module)
+  missing = [m for m in modules if f"{m}/lora_b" not in out]
+  errors += [f"{m}: lora_A without lora_B" for m in missing]
+  if errors:
+    raise ValueError(f"{weights}: cannot load adapter:\n  " + "\n  ".join(errors))
+  config = LoraConfig(rank=cfg["r"], alpha=float(cfg["lora_alpha"]), dropout=float(cfg.get("lora_dropout", 0.0)),
+                      targets="^(" + "|".join(re.escape(m) for m in sorted(modules)) + ")$")
+  return config, _nest(out)
+
+
+def _place_like(value: np.ndarray, kernel, kernel_dim: int):
+  """Puts a LoRA factor on the kernel's devices, sharded like the kernel along the shared axis."""
+  sharding = getattr(kernel, "sharding", None)
+  if isinstance(sharding, jax.sharding.NamedSharding):
+    spec = [None, None]
+    spec[kernel_dim] = (tuple(sharding.spec) + (None, None))[kernel_dim]
+    if spec[kernel_dim] is not None and value.shape[kernel_dim] % _axis_size(sharding.mesh, spec[kernel_dim]):
+      spec[kernel_dim] = None
+    sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
+  return jax.device_put(value, sharding)
+
+
+def _axis_size(mesh, axes) -> int:
+  axes = axes if isinstance(axes, tuple) else (axes,)
+  return int(np.prod([mesh.shape[a] for a in axes]))

@@ -1,0 +1,119 @@
+"""Cached decoding: greedy parity with transformers generate, stops, prefixes, sampling."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from deft_jax.models import decoding
+from deft_jax.models import hf
+from test_hf import VARIANTS, hf_checkpoint, left_padded
+
+NEW = 32
+
+
+def torch_greedy(model, ids=None, mask=None, embeds=None):
+  with torch.no_grad():
+    out = model.generate(
+        input_ids=None if ids is None else torch.tensor(ids), attention_mask=torch.tensor(mask),
+        inputs_embeds=None if embeds is None else torch.tensor(np.asarray(embeds)),
+        max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, eos_token_id=None, pad_token_id=0)
+  return out.numpy()[:, -NEW:]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_greedy_matches_transformers_with_left_padding(tmp_path, variant):
+  model, path = hf_checkpoint(tmp_path, variant)
+  module, params = hf.from_pretrained(path)
+  ids, mask = left_padded(np.random.default_rng(20), 3, 10)  # row 0 unpadded, rows 1-2 left-padded
+  ours = decoding.generate(module, params, input_ids=jnp.asarray(ids), attention_mask=jnp.asarray(mask),
+                           max_new_tokens=NEW)
+  assert ours.shape == (3, NEW)
+  np.testing.assert_array_equal(np.asarray(ours), torch_greedy(model, ids, mask))
+
+
+def test_greedy_matches_transformers_without_padding(tmp_path):
+  model, path = hf_checkpoint(tmp_path, "llama", seed=1)
+  module, params = hf.from_pretrained(path)
+  ids = np.random.default_rng(21).integers(0, 128, (2, 7))
+  mask = np.ones_like(ids)
+  ours = decoding.generate(module, params, input_ids=jnp.asarray(ids), attention_mask=jnp.asarray(mask),
+                           max_new_tokens=NEW)
+  np.testing.assert_array_equal(np.asarray(ours), torch_greedy(model, ids, mask))
+
+
+def test_prefix_embeddings_in_front_of_text(tmp_path):
+  model, path = hf_checkpoint(tmp_path, "qwen3", seed=2)
+  module, params = hf.from_pretrained(path)
+  rng = np.random.default_rng(22)
+  prefix = rng.normal(0, 1, (3, 4, 64)).astype(np.float32)  # e.g. projected expert tokens
+  ids, text_mask = left_padded(rng, 3, 6)
+  ours = decoding.generate(module, params, inputs_embeds=jnp.asarray(prefix), input_ids=jnp.asarray(ids),
+                           attention_mask=jnp.asarray(text_mask), max_new_tokens=NEW)
+  with torch.no_grad():
+    text = model.get_input_embeddings()(torch.tensor(ids)).numpy()
+  mask = np.concatenate([np.ones((3, 4), np.int64), text_mask], axis=1)
+  ref = torch_greedy(model, mask=mask, embeds=np.concatenate([prefix, text], axis=1))
+  np.testing.assert_array_equal(np.asarray(ours), ref)
+
+
+def test_stop_tokens_end_rows_with_padding(tmp_path):
+  _, path = hf_checkpoint(tmp_path, "qwen2", seed=3)
+  module, params = hf.from_pretrained(path)
+  ids, mask = left_padded(np.random.default_rng(23), 3, 8)
+  kw = dict(input_ids=jnp.asarray(ids), attention_mask=jnp.asarray(mask), max_new_tokens=16)
+  free = np.asarray(decoding.generate(module, params, **kw))
+  stops = (int(free[0, 2]), int(free[1, 4]))
+  stopped = np.asarray(decoding.generate(module, params, **kw, stop_tokens=stops, pad_token_id=-1))
+  for row in range(3):
+    hits = np.flatnonzero(np.isin(free[row], stops))
+    end = hits[0] + 1 if hits.size else 16
+    np.testing.assert_array_equal(stopped[row, :end], free[row, :end])
+    assert (stopped[row, end:] == -1).all()
+  assert (stopped == -1).any()
+
+
+def test_sample_respects_top_k_and_top_p():
+  logits = jnp.log(jnp.asarray([[0.05, 0.5, 0.15, 0.3]] * 4000))
+  draw = lambda seed, **kw: np.asarray(decoding.sample(logits, jax.random.key(seed), **kw))
+  assert set(np.unique(draw(0, temperature=1.0, top_k=2, top_p=1.0))) == {1, 3}
+  assert set(np.unique(draw(1, temperature=1.0, top_k=0, top_p=0.7))) == {1, 3}  # 0.5 < 0.7 <= 0.8
+  assert set(np.unique(draw(2, temperature=1.0, top_k=0, top_p=0.85))) == {1, 2, 3}
+  free = draw(3, temperature=1.0, top_k=0, top_p=1.0)
+  assert abs((free == 0).mean() - 0.05) < 0.02 and set(np.unique(free)) == {0, 1, 2, 3}
+  assert (draw(4, temperature=0.0, top_k=0, top_p=1.0) == 1).all()
+
+
+def test_sampled_generation_is_reproducible_and_jitted(tmp_path):
+  _, path = hf_checkpoint(tmp_path, "llama", seed=4)
+  module, params = hf.from_pretrained(path)
+  ids, mask = left_padded(np.random.default_rng(24), 2, 6)
+  kw = dict(input_ids=jnp.asarray(ids), attention_mask=jnp.asarray(mask), max_new_tokens=12, temperature=0.8,
+            top_k=20, top_p=0.95)
+  a = decoding.generate(module, params, rng=jax.random.key(0), **kw)
+  b = decoding.generate(module, params, rng=jax.random.key(0), **kw)
+  c = decoding.generate(module, params, rng=jax.random.key(1), **kw)
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert (np.asarray(a) != np.asarray(c)).any()
+  greedy = decoding.generate(module, params, **{**kw, "temperature": 0.0})
+  top1 = decoding.generate(module, params, rng=jax.random.key(2), **{**kw, "top_k": 1})
+  np.testing.assert_array_equal(np.asarray(top1), np.asarray(greedy))
+  # One trace serves every call with the same static settings: the token loop is not in Python.
+  jaxpr = str(jax.make_jaxpr(lambda p: decoding.generate(module, p, rng=jax.random.key(0), **kw))(params))
+  assert jaxpr.count("while[") == 1
+  with pytest.raises(ValueError, match="needs rng"):
+    decoding.generate(module, params, **kw)
+
+
+def test_right_padding_gives_the_same_tokens_as_left_padding(tmp_path):
+  _, path = hf_checkpoint(tmp_path, "qwen3", seed=5)
+  module, params = hf.from_pretrained(path)
+  ids, left_mask = left_padded(np.random.default_rng(25), 3, 8)
+  right_ids, right_mask = np.zeros_like(ids), np.zeros_like(left_mask)
+  for row in range(3):
+    real = ids[row][left_mask[row] == 1]
+    right_ids[row, : real.size], right_mask[row, : real.size] = real, 1
+  run = lambda i, m: np.asarray(decoding.generate(module, params, input_ids=jnp.asarray(i),
+                                                  attention_mask=jnp.asarray(m), max_new_tokens=12))
+  np.testing.assert_array_equal(run(right_ids, right_mask), run(ids, left_mask))

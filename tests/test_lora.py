@@ -1,0 +1,161 @@
+"""LoRA: targeting, dropout, freezing, merge/unmerge, and the peft on-disk format both ways."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import peft
+import pytest
+import torch
+from flax import linen as nn
+from flax import traverse_util
+
+from deft_jax.models import hf
+from deft_jax.models import llm
+from deft_jax.models import lora as lora_lib
+from test_hf import hf_checkpoint, left_padded, torch_logits
+
+CONFIG = llm.LlmConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2)
+
+
+def init(lora: lora_lib.LoraConfig, seed: int):
+  """A tiny model whose LoRA B factors are random (B = 0 would hide every bug)."""
+  module = llm.DecoderLM(CONFIG, lora=lora)
+  params = nn.meta.unbox(jax.jit(module.init)(jax.random.key(seed), jnp.zeros((1, 4), jnp.int32))["params"])
+  return module, randomize_lora_b(params, np.random.default_rng(seed))
+
+
+def randomize_lora_b(params, rng):
+  flat = traverse_util.flatten_dict(params, sep="/")
+  flat = {k: jnp.asarray(rng.normal(0, 0.3, v.shape), v.dtype) if k.endswith("lora_b") else v
+          for k, v in flat.items()}
+  return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def paths(params):
+  return list(traverse_util.flatten_dict(params, sep="/"))
+
+
+def test_targets_select_modules_and_names_separate_lora_from_base():
+  _, params = init(lora_lib.LoraConfig(rank=2, targets=r".*self_attn/(q_proj|v_proj)$|lm_head"), 0)
+  lora_paths = [p for p in paths(params) if "lora" in p]
+  assert sorted({p.rsplit("/", 1)[0] for p in lora_paths}) == [
+      "layers_0/self_attn/q_proj", "layers_0/self_attn/v_proj",
+      "layers_1/self_attn/q_proj", "layers_1/self_attn/v_proj", "lm_head"]
+  assert all("lora_" in p for p in lora_paths)
+  base, adapter = lora_lib.split(params)
+  assert not any("lora" in p for p in paths(base)) and len(paths(adapter)) == len(lora_paths)
+  assert params["lm_head"]["lora_a"].shape == (64, 2) and params["lm_head"]["lora_b"].shape == (2, 128)
+
+
+def test_dropout_uses_the_dropout_rng_only_when_training():
+  module, params = init(lora_lib.LoraConfig(rank=4, dropout=0.5), 1)
+  ids = jnp.asarray(np.random.default_rng(1).integers(0, 128, (2, 6)))
+  apply = lambda **kw: np.asarray(module.apply({"params": params}, ids, **kw))
+  eval_logits = apply()
+  train_a = apply(deterministic=False, rngs={"dropout": jax.random.key(0)})
+  train_b = apply(deterministic=False, rngs={"dropout": jax.random.key(1)})
+  assert np.abs(train_a - eval_logits).max() > 1e-3 and np.abs(train_a - train_b).max() > 1e-3
+  np.testing.assert_array_equal(apply(rngs={"dropout": jax.random.key(0)}), eval_logits)
+
+
+def test_freezing_keeps_base_weights_bit_exact():
+  module, params = init(lora_lib.LoraConfig(rank=4), 2)
+  tx = lora_lib.freeze(optax.adamw(1e-2, weight_decay=0.1))
+  opt_state = tx.init(params)
+  ids = jnp.asarray(np.random.default_rng(2).integers(0, 128, (2, 8)))
+
+  @jax.jit
+  def step(params, opt_state):
+    def loss_fn(p):
+      logits = module.apply({"params": p}, ids[:, :-1])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:]).mean()
+    grads = jax.grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  new = params
+  for _ in range(3):
+    new, opt_state = step(new, opt_state)
+  before, after = traverse_util.flatten_dict(params, sep="/"), traverse_util.flatten_dict(new, sep="/")
+  for k in before:
+    if "lora_" in k:
+      assert np.abs(np.asarray(after[k]) - np.asarray(before[k])).max() > 1e-4, k
+    else:
+      np.testing.assert_array_equal(np.asarray(after[k]), np.asarray(before[k]), err_msg=k)
+  # Adam moments exist only for the adapter.
+  state_size = sum(x.size for x in jax.tree.leaves(opt_state))
+  adapter_size = sum(x.size for x in jax.tree.leaves(lora_lib.split(params)[1]))
+  assert state_size < 2 * adapter_size + 10
+
+
+def test_merge_matches_adapter_and_unmerge_restores():
+  lora = lora_lib.LoraConfig(rank=4, alpha=4.0)
+  module, params = init(lora, 3)
+  ids, mask = left_padded(np.random.default_rng(3), 3, 9)
+  with_adapter = module.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask))
+  merged = lora_lib.merge(params, lora)
+  assert not any("lora" in p for p in paths(merged))
+  plain = llm.DecoderLM(CONFIG).apply({"params": merged}, jnp.asarray(ids), attention_mask=jnp.asarray(mask))
+  np.testing.assert_allclose(np.asarray(plain), np.asarray(with_adapter), rtol=0, atol=1e-5)
+  restored = lora_lib.unmerge(merged, lora_lib.split(params)[1], lora)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6),
+               restored, params)
+  kernel = "layers_0/self_attn/q_proj/kernel"
+  assert np.abs(np.asarray(traverse_util.flatten_dict(merged, sep="/")[kernel])
+                - np.asarray(traverse_util.flatten_dict(params, sep="/")[kernel])).max() > 1e-3
+
+
+def test_exported_adapter_loads_in_peft(tmp_path):
+  model, path = hf_checkpoint(tmp_path, "qwen2", seed=4)
+  lora = lora_lib.LoraConfig(rank=4, alpha=12.0, targets=r".*(q_proj|k_proj|o_proj|up_proj|down_proj)$")
+  module, params = hf.from_pretrained(path, lora=lora, rng=jax.random.key(4))
+  params = randomize_lora_b(params, np.random.default_rng(4))
+  lora_lib.save_peft(tmp_path / "adapter", params, lora)
+  peft_model = peft.PeftModel.from_pretrained(model, tmp_path / "adapter").eval()
+  n_adapted = sum(1 for name, _ in peft_model.named_modules() if name.endswith(".lora_A"))
+  assert n_adapted == 2 * 5
+  ids, mask = left_padded(np.random.default_rng(5), 2, 10)
+  ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
+  real = mask.astype(bool)
+  np.testing.assert_allclose(ours[real], torch_logits(peft_model, ids, mask)[real], rtol=0, atol=1e-4)
+
+
+def test_adapter_saved_by_peft_imports(tmp_path):
+  model, path = hf_checkpoint(tmp_path, "qwen3", seed=6)
+  _, params = hf.from_pretrained(path)
+  peft_config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj"],
+                                lora_dropout=0.0)
+  peft_model = peft.get_peft_model(model, peft_config).eval()
+  torch.manual_seed(6)
+  with torch.no_grad():
+    for name, p in peft_model.named_parameters():
+      if "lora_B" in name:
+        p.normal_(0, 0.3)
+  peft_model.save_pretrained(tmp_path / "adapter")
+  lora, params = lora_lib.load_peft(tmp_path / "adapter", params)
+  assert lora.rank == 4 and lora.scale == 2.0
+  assert len([p for p in paths(params) if p.endswith("lora_a")]) == 2 * 3
+  module = llm.DecoderLM(llm.LlmConfig.from_hf(path), lora=lora)
+  ids, mask = left_padded(np.random.default_rng(7), 3, 8)
+  ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
+  real = mask.astype(bool)
+  np.testing.assert_allclose(ours[real], torch_logits(peft_model, ids, mask)[real], rtol=0, atol=1e-4)
+
+
+def test_unsupported_peft_settings_are_named(tmp_path):
+  model, path = hf_checkpoint(tmp_path, "llama")
+  _, params = hf.from_pretrained(path)
+  peft_model = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"], use_rslora=True))
+  peft_model.save_pretrained(tmp_path / "adapter")
+  with pytest.raises(ValueError, match=re.escape("unsupported peft adapter settings: use_rslora=True")):
+    lora_lib.load_peft(tmp_path / "adapter", params)
+
+
+def test_hf_names_round_trip():
+  for path in ["layers_12/self_attn/q_proj", "lm_head", "layers_0/mlp/down_proj"]:
+    assert lora_lib.flax_module_path(lora_lib.hf_module_name(path)) == path
+  assert lora_lib.hf_module_name("layers_3/mlp/up_proj") == "model.layers.3.mlp.up_proj"
