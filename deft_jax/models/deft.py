@@ -77,13 +77,19 @@ class DeftModel(nn.Module):
     self.llm = llm_lib.DecoderLM(c.llm, c.lora, dt, pdt, self.remat)
     self.emotion_head = encoder.dense(c.num_classes, ("embed", None), dt, pdt, "emotion_head")
 
-  def encode(self, batch, deterministic=True):
-    """Prefix embeddings (B, P, D), and per-expert pooled features and AU logits."""
+  def encode(self, batch, deterministic=True, drop: tuple[str, ...] = ()):
+    """Prefix embeddings (B, P, D), and per-expert pooled features and AU logits.
+
+    Experts named in `drop` leave the prefix (tokens and markers), to measure what each
+    contributes at inference.
+    """
     inputs = {"structure": _pixels(batch["keyframes"]), "texture": _pixels(batch["clip"]), "motion": batch["flow"]}
     b = batch["text_ids"].shape[0]
     marker = lambda i: self.llm.embed(jnp.full((b, 1), i, jnp.int32))
     parts, pooled, au_logits = [marker(self.config.bos_id)], {}, None
     for name, (open_id, close_id) in zip(self.config.experts, self.config.markers):
+      if name in drop:
+        continue
       out = self.experts[name](inputs[name], deterministic)
       if name == "motion":
         out, au_logits = out
@@ -92,9 +98,9 @@ class DeftModel(nn.Module):
       parts += [marker(open_id), tokens.astype(self.dtype), marker(close_id)]
     return jnp.concatenate(parts, axis=1), {"pooled": pooled, "au_logits": au_logits}
 
-  def __call__(self, batch, deterministic=True):
+  def __call__(self, batch, deterministic=True, drop: tuple[str, ...] = ()):
     """LM logits for the text tokens (next-token, aligned with text_ids), emotion and AU logits."""
-    prefix, aux = self.encode(batch, deterministic)
+    prefix, aux = self.encode(batch, deterministic, drop)
     text_ids, text_mask = batch["text_ids"], batch["text_mask"]
     p, n = prefix.shape[1], text_ids.shape[1]
     embeds = jnp.concatenate([prefix, self.llm.embed(text_ids)], axis=1)
