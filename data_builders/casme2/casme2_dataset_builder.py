@@ -19,7 +19,6 @@ Bad data, handled as users of CASME II expect:
 Skips and notes are printed at the end and kept in metadata.json ("build_report").
 """
 
-import os
 import pathlib
 import re
 
@@ -70,7 +69,7 @@ def list_clips(root: pathlib.Path, report: manual.Report) -> list[manual.Clip]:
   return manual.rows_to_clips(manual.read_sheet(sheet, COLUMNS), make, report)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(manual.ManualBuilder):
   """CASME II clips: face crops, onset->apex TV-L1 flow and strain, AUs, labels."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -85,16 +84,5 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       CASME2_RAW_selected/sub01/EP02_01f/img46.jpg ...
       Cropped/sub01/EP02_01f/reg_img46.jpg ...   optional aligned faces, used when present
   """
-  BUILDER_CONFIGS = manual.clip_configs()
-  DEFAULT_CONFIG_NAME = "t8_s64"
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return manual.dataset_info(self)
-
-  def _split_generators(self, dl_manager):
-    report = manual.Report("casme2")
-    clips = list_clips(pathlib.Path(os.fspath(dl_manager.manual_dir)), report)
-    return {"train": self._generate_examples(clips, report)}
-
-  def _generate_examples(self, clips, report):
-    return manual.generate(self, clips, report)
+  SOURCE = "casme2"
+  list_clips = staticmethod(list_clips)

@@ -22,7 +22,6 @@ Bad data, handled as users of CAS(ME)^3 expect:
 Skips and notes are printed at the end and kept in metadata.json ("build_report").
 """
 
-import os
 import pathlib
 import re
 
@@ -78,7 +77,7 @@ def list_clips(root: pathlib.Path, report: manual.Report) -> list[manual.Clip]:
   return manual.rows_to_clips(manual.read_sheet(sheet, COLUMNS), make, report)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(manual.ManualBuilder):
   """CAS(ME)^3 part A clips: face crops, onset->apex TV-L1 flow and strain, AUs, labels."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -94,16 +93,5 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   Faces are detected with OpenCV's Haar cascade, which needs opencv-python < 5.
   """
-  BUILDER_CONFIGS = manual.clip_configs()
-  DEFAULT_CONFIG_NAME = "t8_s64"
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return manual.dataset_info(self)
-
-  def _split_generators(self, dl_manager):
-    report = manual.Report("casme3")
-    clips = list_clips(pathlib.Path(os.fspath(dl_manager.manual_dir)), report)
-    return {"train": self._generate_examples(clips, report)}
-
-  def _generate_examples(self, clips, report):
-    return manual.generate(self, clips, report)
+  SOURCE = "casme3"
+  list_clips = staticmethod(list_clips)

@@ -14,7 +14,6 @@ files and emotions.coarse (e.g. CASME II fear and sadness count as negative).
 """
 
 import dataclasses
-import os
 import pathlib
 
 import tensorflow_datasets as tfds
@@ -46,7 +45,7 @@ def list_clips(root: pathlib.Path, report: manual.Report) -> list[manual.Clip]:
   return clips
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(manual.ManualBuilder):
   """MEGC2019 composite clips: face crops, onset->apex TV-L1 flow and strain, AUs, labels."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -60,16 +59,5 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       samm/     SAMM_Micro_FACS_Codes_v2.xlsx, SAMM/
       smic/     SMIC_all_raw/HS/
   """
-  BUILDER_CONFIGS = manual.clip_configs()
-  DEFAULT_CONFIG_NAME = "t8_s64"
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return manual.dataset_info(self)
-
-  def _split_generators(self, dl_manager):
-    report = manual.Report("megc2019")
-    clips = list_clips(pathlib.Path(os.fspath(dl_manager.manual_dir)), report)
-    return {"train": self._generate_examples(clips, report)}
-
-  def _generate_examples(self, clips, report):
-    return manual.generate(self, clips, report)
+  SOURCE = "megc2019"
+  list_clips = staticmethod(list_clips)

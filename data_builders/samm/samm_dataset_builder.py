@@ -19,7 +19,6 @@ Bad data, handled as users of SAMM expect:
 Skips and notes are printed at the end and kept in metadata.json ("build_report").
 """
 
-import os
 import pathlib
 import re
 
@@ -65,7 +64,7 @@ def list_clips(root: pathlib.Path, report: manual.Report) -> list[manual.Clip]:
   return manual.rows_to_clips(manual.read_sheet(sheet, COLUMNS), make, report)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(manual.ManualBuilder):
   """SAMM clips: face crops, onset->apex TV-L1 flow and strain, AUs, labels."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -82,16 +81,5 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   Faces are detected with OpenCV's Haar cascade, which needs opencv-python < 5.
   """
-  BUILDER_CONFIGS = manual.clip_configs()
-  DEFAULT_CONFIG_NAME = "t8_s64"
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return manual.dataset_info(self)
-
-  def _split_generators(self, dl_manager):
-    report = manual.Report("samm")
-    clips = list_clips(pathlib.Path(os.fspath(dl_manager.manual_dir)), report)
-    return {"train": self._generate_examples(clips, report)}
-
-  def _generate_examples(self, clips, report):
-    return manual.generate(self, clips, report)
+  SOURCE = "samm"
+  list_clips = staticmethod(list_clips)

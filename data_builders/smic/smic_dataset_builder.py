@@ -51,7 +51,7 @@ def list_clips(root: pathlib.Path, report: manual.Report) -> list[manual.Clip]:
   return clips
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(manual.ManualBuilder):
   """SMIC-HS clips: face crops, onset->apex TV-L1 flow and strain, labels, spotted apex."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -66,16 +66,5 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   Faces are detected with OpenCV's Haar cascade, which needs opencv-python < 5.
   """
-  BUILDER_CONFIGS = manual.clip_configs()
-  DEFAULT_CONFIG_NAME = "t8_s64"
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return manual.dataset_info(self)
-
-  def _split_generators(self, dl_manager):
-    report = manual.Report("smic")
-    clips = list_clips(pathlib.Path(os.fspath(dl_manager.manual_dir)), report)
-    return {"train": self._generate_examples(clips, report)}
-
-  def _generate_examples(self, clips, report):
-    return manual.generate(self, clips, report)
+  SOURCE = "smic"
+  list_clips = staticmethod(list_clips)

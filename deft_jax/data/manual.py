@@ -462,3 +462,27 @@ def onset_apex_flow(onset: np.ndarray, apex: np.ndarray):
   from deft_jax import flow as flow_lib  # pylint: disable=g-import-not-at-top
   flow = flow_lib.tvl1(onset, apex)
   return np.asarray(flow), np.asarray(flow_lib.optical_strain(flow))
+
+
+class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A builder over a user's manual_dir: subclasses name their `SOURCE` and `list_clips`."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIGS = clip_configs()
+  DEFAULT_CONFIG_NAME = "t8_s64"
+  SOURCE = ""
+
+  @staticmethod
+  def list_clips(root: pathlib.Path, report: "Report") -> list:
+    raise NotImplementedError
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return dataset_info(self)
+
+  def _split_generators(self, dl_manager):
+    report = Report(self.SOURCE)
+    clips = type(self).list_clips(pathlib.Path(os.fspath(dl_manager.manual_dir)), report)
+    return {"train": self._generate_examples(clips, report)}
+
+  def _generate_examples(self, clips, report):
+    return generate(self, clips, report)
