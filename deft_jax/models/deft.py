@@ -13,7 +13,6 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from deft_jax.models import llm as llm_lib
