@@ -121,4 +121,6 @@ def dataset(source, preprocess: Preprocess, batch_size: int, *, seed: int, train
     ds = ds.seed(seed).shuffle().repeat()
   ds = ds[process_index::process_count]
   ds = ds.random_map(preprocess) if train else ds.map(functools.partial(preprocess.map_with, instruction=0))
-  return ds.batch(batch_size, drop_remainder=train).to_iter_dataset()
+  # Reading and preprocessing run in threads ahead of the train step.
+  return ds.batch(batch_size, drop_remainder=train).to_iter_dataset(
+      grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
