@@ -12,6 +12,7 @@ scikit-image's optical_flow_tvl1. The last line printed is one JSON object.
 
 import argparse
 import json
+import os
 import time
 
 import cv2
@@ -88,7 +89,7 @@ def dis(frames0, frames1):
 def cpu_run(args):
   frames0, frames1, exact, masks = make_pairs(args.pairs, args.size, args.seed)
   results = {}
-  sk_time, sk_flow = best_time(lambda: skimage_loop(frames0, frames1), 1)
+  sk_time, sk_flow = best_time(lambda: skimage_loop(frames0, frames1), args.repeats)
   results["skimage_tvl1"] = (sk_time, sk_flow, None)
   for name, params in (("deft_jax_tvl1", {}),
                        ("deft_jax_tvl1_skimage_compatible", dual_tvl1.SKIMAGE_COMPATIBLE)):
@@ -101,7 +102,7 @@ def cpu_run(args):
     results[name] = (*best_time(lambda f=fn: f(frames0, frames1), args.repeats), None)
 
   report = {"benchmark": "flow_tvl1", "pairs": args.pairs, "size": args.size,
-            "backend": jax.default_backend(), "cpu_threads_jax": jax.device_count(),
+            "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
             "methods": {}}
   for name, (seconds, flow, compile_s) in results.items():
     row = {"seconds": round(seconds, 4), "pairs_per_s": round(args.pairs / seconds, 2),
@@ -136,7 +137,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--pairs", type=int, default=64)
   parser.add_argument("--size", type=int, default=128)
-  parser.add_argument("--repeats", type=int, default=3, help="timed runs; the best is kept")
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="timed runs per method after a warm-up; the best is kept")
   parser.add_argument("--seed", type=int, default=None, help="data seed (default: random)")
   parser.add_argument("--gpu-size", type=int, default=None,
                       help="only time deft-jax at this size on the default backend")

@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from deft_jax import flow as flow_lib
 from deft_jax.data import features
 from deft_jax.facs import catalogue, emotions, regions
 
@@ -243,7 +244,7 @@ def make_clip(subject: Subject, emotion: str, capture: Capture, rng: np.random.G
       "apex_index": apex,
       "offset_index": offset,
       "flow": flow,
-      "strain": optical_strain_np(flow),
+      "strain": np.asarray(flow_lib.optical_strain(flow)),
       "aus": aus,
       "au_intensity": inten,
       "au_side": side,
@@ -253,13 +254,6 @@ def make_clip(subject: Subject, emotion: str, capture: Capture, rng: np.random.G
       "labels": features.scheme_labels(emotion),
       "source": capture.name,
   }
-
-
-def optical_strain_np(flow: np.ndarray) -> np.ndarray:
-  """sqrt(u_x^2 + v_y^2 + 0.5 (u_y + v_x)^2), the formula fixed in shared/REFERENCE.md."""
-  u_y, u_x = np.gradient(flow[..., 0])
-  v_y, v_x = np.gradient(flow[..., 1])
-  return np.sqrt(u_x ** 2 + v_y ** 2 + 0.5 * (u_y + v_x) ** 2).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
