@@ -29,6 +29,8 @@ setuptools.setup(
         "tqdm",
         "matplotlib",
         "tensorboardX",
+        "openpyxl",  # the MER annotation spreadsheets
+        "scipy",
         "numpy",
     ],
     extras_require={
