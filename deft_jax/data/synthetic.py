@@ -204,8 +204,11 @@ def make_clip(subject: Subject, emotion: str, capture: Capture, rng: np.random.G
     for centre, direction in regions.au_sites(unit, subject.landmarks, side):
       sites.append((centre, direction, amp, unit.spread))
 
-  onset = int(rng.integers(0, 2))
-  apex = int(rng.integers(onset + 2, num_frames - 2))
+  if num_frames < 3:
+    raise ValueError(f"num_frames={num_frames}: a clip needs at least onset, apex and offset (>= 3)")
+  # Short clips (< 6 frames) fix onset at 0; apex stays at least two frames after it.
+  onset = int(rng.integers(0, 2)) if num_frames >= 6 else 0
+  apex = int(rng.integers(min(onset + 2, num_frames - 1), max(num_frames - 2, onset + 3)))
   offset = num_frames - 1
   t = np.arange(num_frames)
   rise = np.clip((t - onset) / (apex - onset), 0, 1)
