@@ -30,14 +30,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       max_text_len=104,
       tokenizer="",  # a local HF tokenizer folder; "" -> train one into WORKDIR/tokenizer
       tokenizer_vocab=1024,
+      # Where the answer text comes from: "labels" (the written AUs) or "uni_mer" (the flow-
+      # confirmed pairs of a uni_mer/* dataset, e.g. data.name=uni_mer/synthetic_small).
+      answers="labels",
+      # LOSO: subjects held out for testing; then both splits pool into one set of records
+      # (train_split + test_split) and training uses every other subject.
+      holdout_subjects=(),
   )
 
   encoder = lambda width, depth: dict(width=width, depth=depth, heads=4, mlp=2 * width, dropout=0.0)
   w = 32 if tiny else 64
   c.model = dict(
-      structure=dict(enabled=True, image_size=64, patch=16, encoder=encoder(w, 1)),
-      texture=dict(enabled=True, image_size=64, num_frames=8, tubelet=(2, 16, 16), encoder=encoder(w, 1)),
-      motion=dict(enabled=True, flow_size=64, patch=8, flow_scale=1.0, encoder=encoder(w, 1 if tiny else 2)),
+      # checkpoint: a local SigLIP/CLIP vision folder (it then sets width, depth and patch);
+      # the texture expert inflates its 2-D patches over time ("average" or "central").
+      structure=dict(enabled=True, image_size=64, patch=16, encoder=encoder(w, 1), checkpoint=""),
+      texture=dict(enabled=True, image_size=64, num_frames=8, tubelet=(2, 16, 16), encoder=encoder(w, 1),
+                   attention="joint", checkpoint="", inflation="average"),  # attention: joint | factorised
+      motion=dict(enabled=True, flow_size=64, patch=8, flow_scale=1.0, encoder=encoder(w, 1 if tiny else 2),
+                  pooling="mean"),  # region tokens: mean | attention
       projector_hidden=0,
       llm_path="",  # a local HF checkpoint folder; "" -> random init from `llm` below
       llm=dict(
@@ -55,11 +65,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 targets=r".*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"),
       dtype="float32",
       param_dtype="float32",
+      trainable_dtype="",  # trainable weights (and their Adam moments) in this dtype; "": param_dtype
       remat=False,
   )
 
   # Hybrid objective (shared/DESIGN.md): weights of each term; 0 switches a term off.
-  c.loss = dict(lm=1.0, emotion=1.0, au=0.5)
+  c.loss = dict(lm=1.0, emotion=1.0, au=0.5, decorrelation=0.0)
 
   c.optim = dict(
       learning_rate=2e-3,
@@ -76,10 +87,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       log_every=2 if tiny else 25,
       checkpoint_every=4 if tiny else 100,
       keep_checkpoints=2,
+      init_from="",  # a stage-1 workdir or checkpoint step folder: params of matching paths start there
+      grad_accum_steps=1,  # batch_size is split into this many micro-batches, gradients summed
       eval_batch_size=32,
-      generate_examples=1,
+      generate_examples=1,  # test clips to answer (WORKDIR/answers.jsonl, results["answers"]); -1: all, 0: none
       max_new_tokens=16 if tiny else 80,
   )
+
+  # Multi-host (deft_jax/train/distributed.py): set coordinator_address (or JAX_COORDINATOR_ADDRESS,
+  # JAX_NUM_PROCESSES, JAX_PROCESS_ID), or auto_detect on TPU pods, SLURM and Open MPI.
+  c.distributed = dict(coordinator_address="", num_processes=0, process_id=-1, auto_detect=False)
 
   # Device mesh: -1 takes the devices left over. Logical axis -> mesh axes, for every model part.
   c.mesh = dict(data=-1, fsdp=1, tensor=1)

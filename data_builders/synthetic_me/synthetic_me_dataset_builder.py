@@ -48,6 +48,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                       plan=synthetic.MEGC2019),
       SyntheticConfig(name="megc2019_noisy_aus", description="megc2019 with 30% of AU labels corrupted.",
                       plan=synthetic.MEGC2019, au_label_noise=0.3),
+      # Written AU labels corrupted in 30% of clips (aus_true keeps the truth): what Uni-MER's
+      # dual constraint has to see through, at sizes for tests and quick runs.
+      SyntheticConfig(name="tiny_noisy_aus", description="tiny with 30% of AU labels corrupted; for tests.",
+                      plan=_scaled(synthetic.MEGC2019, subjects=4, clips_per_subject=3), au_label_noise=0.3),
+      SyntheticConfig(name="small_noisy_aus", description="small with 30% of AU labels corrupted.",
+                      plan=_scaled(synthetic.MEGC2019, subjects=8, clips_per_subject=11), au_label_noise=0.3),
   ]
   DEFAULT_CONFIG_NAME = "small"
 

@@ -3,6 +3,12 @@
 A record becomes: keyframes (onset, apex), the clip, the onset->apex motion (u, v, strain in
 pixels: absolute magnitude is kept on purpose, unlike the per-sample min-max of STSTNet),
 AU targets, the class label, and the text (instruction + (C, E, R) answer) with its masks.
+
+Where the text comes from is config.data.answers:
+  "labels":  the written AU labels, as they are (any clip dataset);
+  "uni_mer": the instruction / answer pairs of a uni_mer/* record (flow-confirmed cues), one
+             drawn per step in training and the first (INSTRUCTIONS[0]) in evaluation; the
+             AU targets are then the confirmed AUs.
 """
 
 import dataclasses
@@ -61,32 +67,55 @@ class TextLayout:
   eos_id: int
 
 
+ANSWER_SOURCES = ("labels", "uni_mer")
+
+
 class Preprocess(grain.transforms.RandomMap):
   """One record -> one example of fixed shapes (numpy only, so it runs in grain workers)."""
 
-  def __init__(self, tokenizer, scheme: str, max_text_len: int, train: bool):
-    self.tokenizer, self.scheme, self.train = tokenizer, scheme, train
+  def __init__(self, tokenizer, scheme: str, max_text_len: int, train: bool, answers: str = "labels"):
+    if answers not in ANSWER_SOURCES:
+      raise ValueError(f"data.answers must be one of {ANSWER_SOURCES}, got {answers!r}")
+    self.tokenizer, self.scheme, self.train, self.answers = tokenizer, scheme, train, answers
     self.layout = TextLayout(max_text_len, tokenizer.pad_token_id, tokenizer.eos_token_id)
 
   def random_map(self, record, rng: np.random.Generator):
-    return self.map_with(record, int(rng.integers(len(answers.INSTRUCTIONS))) if self.train else 0)
+    if not self.train:
+      return self.map_with(record, 0)
+    choices = len(answers.INSTRUCTIONS) if self.answers == "labels" else len(_uni_mer_field(record, "instructions"))
+    return self.map_with(record, int(rng.integers(choices)))
 
   def map_with(self, record, instruction: int):
+    """`instruction` indexes answers.INSTRUCTIONS ("labels") or the record's pairs ("uni_mer")."""
     label = int(record["labels"][self.scheme])
     emotion = _text(record["emotion"])
-    answer = answers.answer_from_labels(record["aus"], record["au_side"], emotion, self.scheme)
-    answer = dataclasses.replace(answer, emotion=emotions.SCHEMES[self.scheme][label])
-    text = encode_text(self.tokenizer, self.layout, answers.INSTRUCTIONS[instruction], answers.format_answer(answer))
+    name = emotions.SCHEMES[self.scheme][label]
+    if self.answers == "labels":
+      answer = answers.answer_from_labels(record["aus"], record["au_side"], emotion, self.scheme)
+      answer = dataclasses.replace(answer, emotion=name)
+      prompt, aus = answers.INSTRUCTIONS[instruction], record["aus"]
+    else:
+      prompt = _text(_uni_mer_field(record, "instructions")[instruction])
+      answer = answers.relabel(answers.parse_answer(_text(record["answers"][instruction])), emotion, name)
+      aus = record["aus_confirmed"]
+    text = encode_text(self.tokenizer, self.layout, prompt, answers.format_answer(answer))
     frames = record["frames"]
     flow = np.concatenate([record["flow"], record["strain"][..., None]], -1).astype(np.float32)
     return {
         "keyframes": np.stack([frames[record["onset_index"]], frames[record["apex_index"]]]),
         "clip": frames,
         "flow": flow,
-        "aus": record["aus"].astype(np.float32),
+        "aus": aus.astype(np.float32),
         "label": np.int32(label),
         **text,
     }
+
+
+def _uni_mer_field(record, field: str):
+  if field not in record:
+    raise KeyError(f"data.answers='uni_mer' reads the {field!r} of uni_mer/* records; this record "
+                   f"({_text(record.get('clip_id', '?'))}) has none: set data.name to a uni_mer dataset")
+  return record[field]
 
 
 def encode_text(tokenizer, layout: TextLayout, instruction: str, answer: str | None) -> dict:
@@ -119,8 +148,10 @@ def dataset(source, preprocess: Preprocess, batch_size: int, *, seed: int, train
   ds = grain.MapDataset.source(source)
   if train:
     ds = ds.seed(seed).shuffle().repeat()
-  ds = ds[process_index::process_count]
   ds = ds.random_map(preprocess) if train else ds.map(functools.partial(preprocess.map_with, instruction=0))
+  # Sliced after the random map (lazy, so each process still reads only its records): a
+  # record's random draw then depends on its global position, not on the process count.
+  ds = ds[process_index::process_count]
   # Reading and preprocessing run in threads ahead of the train step.
   return ds.batch(batch_size, drop_remainder=train).to_iter_dataset(
       grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))

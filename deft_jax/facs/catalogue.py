@@ -5,9 +5,16 @@ face crop, so that labels, rendered motion and measured flow can all be checked 
 one table. Directions follow FACS (Ekman, Friesen & Hager, 2002) as summarised in
 shared/REFERENCE.md. Coordinates: image axes (x right, y down); a direction is given for
 the face's image-left half and mirrored for the image-right half.
+
+The direction is signed: AU1 moves skin up (0, -1), AU15 down (0, 1); on the image-left
+half +x points towards the midline, so AU4 (0.55, 0.85) draws the brows down and together
+and AU20 (-1, 0) stretches the lip corners outwards. A flow that projects negatively on it
+is the opposite motion, not weak evidence of the AU.
 """
 
 import dataclasses
+
+import numpy as np
 
 REGIONS = ("brows", "eyes", "nose", "cheeks", "mouth", "chin")
 
@@ -18,8 +25,10 @@ class ActionUnit:
   name: str
   muscle: str
   region: str
-  motion: str  # plain words, used in answers
-  direction: tuple[float, float]  # unit-ish (dx, dy) for the image-left half of the face
+  # The region's verb phrase, said after the region's name: "brows" + "lower and draw
+  # together". It must not repeat the region (answers read "<region> <motion>").
+  motion: str
+  direction: tuple[float, float]  # signed (dx, dy) for the image-left half of the face
   # Where the skin moves, in canonical face coordinates (see regions.py): the anchor
   # landmark, an offset from it, and the spread of the displacement bump.
   anchor: str
@@ -31,41 +40,46 @@ class ActionUnit:
   def tag(self) -> str:
     return f"AU{self.number}"
 
+  def unit_direction(self, half: str = "left") -> np.ndarray:
+    """Unit (dx, dy) of the skin's motion on the image-"left" or "right" half."""
+    d = np.asarray(self.direction, np.float64) / np.hypot(*self.direction)
+    return d * (-1.0, 1.0) if half == "right" and self.bilateral else d
+
 
 AUS: tuple[ActionUnit, ...] = (
-    ActionUnit(1, "inner brow raiser", "frontalis, pars medialis", "brows", "inner brows rise",
+    ActionUnit(1, "inner brow raiser", "frontalis, pars medialis", "brows", "rise at the inner ends",
                (0.0, -1.0), "brow", (0.10, 0.0), 0.10),
-    ActionUnit(2, "outer brow raiser", "frontalis, pars lateralis", "brows", "outer brows rise",
+    ActionUnit(2, "outer brow raiser", "frontalis, pars lateralis", "brows", "rise at the outer ends",
                (0.0, -1.0), "brow", (-0.12, 0.0), 0.10),
     ActionUnit(4, "brow lowerer", "corrugator supercilii, depressor supercilii", "brows",
-               "brows lower and draw together", (0.55, 0.85), "brow", (0.04, 0.02), 0.11),
-    ActionUnit(5, "upper lid raiser", "levator palpebrae superioris", "eyes", "upper lids rise",
+               "lower and draw together", (0.55, 0.85), "brow", (0.04, 0.02), 0.11),
+    ActionUnit(5, "upper lid raiser", "levator palpebrae superioris", "eyes", "widen as the upper lids rise",
                (0.0, -1.0), "eye", (0.0, -0.06), 0.07),
-    ActionUnit(6, "cheek raiser", "orbicularis oculi, pars orbitalis", "cheeks", "cheeks rise",
+    ActionUnit(6, "cheek raiser", "orbicularis oculi, pars orbitalis", "cheeks", "rise and bunch below the eyes",
                (0.0, -1.0), "eye", (-0.02, 0.20), 0.11),
     ActionUnit(7, "lid tightener", "orbicularis oculi, pars palpebralis", "eyes",
-               "lower lids tighten upward", (0.0, -1.0), "eye", (0.0, 0.06), 0.06),
+               "narrow as the lower lids tighten", (0.0, -1.0), "eye", (0.0, 0.06), 0.06),
     ActionUnit(9, "nose wrinkler", "levator labii superioris alaeque nasi", "nose",
-               "nose wrinkles upward", (0.3, -0.95), "nose", (-0.06, -0.10), 0.08),
-    ActionUnit(10, "upper lip raiser", "levator labii superioris", "mouth", "upper lip rises",
+               "wrinkles upward", (0.3, -0.95), "nose", (-0.06, -0.10), 0.08),
+    ActionUnit(10, "upper lip raiser", "levator labii superioris", "mouth", "lifts at the upper lip",
                (0.0, -1.0), "mouth", (0.10, -0.07), 0.08),
     ActionUnit(12, "lip corner puller", "zygomaticus major", "mouth",
-               "lip corners pull up and out", (-0.6, -0.8), "mouth_corner", (0.0, 0.0), 0.09),
-    ActionUnit(14, "dimpler", "buccinator", "mouth", "lip corners tighten inward",
+               "pulls up and out at the corners", (-0.6, -0.8), "mouth_corner", (0.0, 0.0), 0.09),
+    ActionUnit(14, "dimpler", "buccinator", "mouth", "tightens inward at the corners",
                (1.0, 0.0), "mouth_corner", (0.0, 0.0), 0.08),
     ActionUnit(15, "lip corner depressor", "depressor anguli oris", "mouth",
-               "lip corners pull down", (0.0, 1.0), "mouth_corner", (0.0, 0.02), 0.08),
-    ActionUnit(17, "chin raiser", "mentalis", "chin", "chin pushes up", (0.0, -1.0),
+               "pulls down at the corners", (0.0, 1.0), "mouth_corner", (0.0, 0.02), 0.08),
+    ActionUnit(17, "chin raiser", "mentalis", "chin", "pushes up", (0.0, -1.0),
                "chin", (0.0, 0.0), 0.12, bilateral=False),
-    ActionUnit(20, "lip stretcher", "risorius", "mouth", "lips stretch sideways", (-1.0, 0.0),
+    ActionUnit(20, "lip stretcher", "risorius", "mouth", "stretches sideways", (-1.0, 0.0),
                "mouth_corner", (0.0, 0.0), 0.08),
-    ActionUnit(23, "lip tightener", "orbicularis oris", "mouth", "lips tighten and narrow",
+    ActionUnit(23, "lip tightener", "orbicularis oris", "mouth", "tightens and narrows",
                (1.0, 0.0), "mouth", (0.14, 0.0), 0.07),
-    ActionUnit(24, "lip pressor", "orbicularis oris", "mouth", "lips press together", (0.0, -1.0),
+    ActionUnit(24, "lip pressor", "orbicularis oris", "mouth", "presses the lips together", (0.0, -1.0),
                "mouth", (0.0, 0.08), 0.08, bilateral=False),
-    ActionUnit(25, "lips part", "depressor labii inferioris", "mouth", "lower lip drops",
+    ActionUnit(25, "lips part", "depressor labii inferioris", "mouth", "parts as the lower lip drops",
                (0.0, 1.0), "mouth", (0.0, 0.07), 0.07, bilateral=False),
-    ActionUnit(26, "jaw drop", "masseter (relaxed)", "chin", "jaw drops", (0.0, 1.0),
+    ActionUnit(26, "jaw drop", "masseter (relaxed)", "chin", "drops as the jaw opens", (0.0, 1.0),
                "chin", (0.0, -0.05), 0.16, bilateral=False),
 )
 

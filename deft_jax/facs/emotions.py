@@ -18,6 +18,33 @@ PROTOTYPES: dict[str, tuple[tuple[str, ...], ...]] = {
 
 NEGATIVE = ("repression", "anger", "contempt", "disgust", "fear", "sadness")
 
+
+def _tendencies() -> dict[int, dict[str, float]]:
+  """AU -> {emotion: weight}: how often the AU appears in each emotion's prototypes, the
+  weights of one AU summing to 1 (a frequency reading of the EMFACS pairings above)."""
+  counts: dict[int, dict[str, float]] = {}
+  for emotion, protos in PROTOTYPES.items():
+    for proto in protos:
+      for spec in proto:
+        number = int(spec.rstrip("LR"))
+        counts.setdefault(number, {}).setdefault(emotion, 0.0)
+        counts[number][emotion] += 1.0 / len(protos)
+  return {n: {e: w / sum(c.values()) for e, w in sorted(c.items(), key=lambda x: -x[1])}
+          for n, c in sorted(counts.items())}
+
+
+# AU -> emotions it tends towards, strongest first.
+TENDENCIES: dict[int, dict[str, float]] = _tendencies()
+
+
+def tendency(aus) -> dict[str, float]:
+  """Emotion scores of a set of AU numbers: the sum of each AU's tendencies, best first."""
+  scores: dict[str, float] = {}
+  for number in aus:
+    for emotion, weight in TENDENCIES.get(int(number), {}).items():
+      scores[emotion] = scores.get(emotion, 0.0) + weight
+  return dict(sorted(scores.items(), key=lambda x: -x[1]))
+
 # Class schemes: name -> ordered class names. Emotions a scheme lacks map to -1 (CASME II
 # drops fear and sadness; MEGC2019 drops "others").
 SCHEMES: dict[str, tuple[str, ...]] = {

@@ -31,6 +31,9 @@ REGION_BOXES: dict[str, tuple[float, float, float, float]] = {
 }
 assert tuple(REGION_BOXES) == catalogue.REGIONS
 
+# The landmark each region box follows when a face's own landmarks are given.
+REGION_ANCHORS = {"brows": "brow", "eyes": "eye", "nose": "nose", "cheeks": "eye", "mouth": "mouth", "chin": "chin"}
+
 
 def mirror(point: tuple[float, float]) -> tuple[float, float]:
   return (-point[0], point[1])
@@ -59,10 +62,56 @@ def to_pixels(points: np.ndarray, size: int) -> np.ndarray:
   return (np.asarray(points, np.float32) + 1.0) * 0.5 * (size - 1)
 
 
-def region_masks(size: int, boxes=None) -> np.ndarray:
-  """(num_regions, size, size) boolean masks of the face regions on a square crop."""
-  boxes = boxes or REGION_BOXES
+def region_boxes(landmarks=None) -> dict[str, tuple[float, float, float, float]]:
+  """Region boxes fitted to a face's landmarks, or the canonical ones when None.
+
+  Each box moves with its anchor landmark (REGION_ANCHORS): vertically by the landmark's
+  shift, and, for a bilateral landmark (brow, eye), widened or narrowed by its distance from
+  the midline; a midline landmark (nose, mouth, chin) also shifts the box sideways.
+  """
+  if landmarks is None:
+    return dict(REGION_BOXES)
+  missing = sorted(set(REGION_ANCHORS.values()) - set(landmarks))
+  if missing:
+    raise KeyError(f"landmarks lack {missing}; they need {sorted(set(REGION_ANCHORS.values()))}")
+  boxes = {}
+  for region, (x0, y0, x1, y1) in REGION_BOXES.items():
+    name = REGION_ANCHORS[region]
+    (cx, cy), (lx, ly) = CANONICAL_LANDMARKS[name], landmarks[name]
+    dy = ly - cy
+    if abs(cx) > 1e-6:  # a bilateral landmark, given for the image-left half
+      scale = abs(lx) / abs(cx)
+      boxes[region] = (x0 * scale, y0 + dy, x1 * scale, y1 + dy)
+    else:
+      boxes[region] = (x0 + lx - cx, y0 + dy, x1 + lx - cx, y1 + dy)
+  return boxes
+
+
+def landmarks_from_pixels(points: dict, size: int) -> dict[str, tuple[float, float]]:
+  """Landmarks in pixels of a size x size crop -> canonical coordinates (inverse of to_pixels)."""
+  return {k: tuple(float(v) for v in np.asarray(p, np.float64) / (size - 1) * 2.0 - 1.0) for k, p in points.items()}
+
+
+def region_masks(size: int, boxes=None, landmarks=None) -> np.ndarray:
+  """(num_regions, size, size) boolean masks of the face regions on a square crop.
+
+  Boxes are given, or fitted to `landmarks`, or canonical. Pixel centres span [-1, 1].
+  """
+  boxes = boxes or region_boxes(landmarks)
   coords = np.linspace(-1.0, 1.0, size, dtype=np.float32)
   ys, xs = np.meshgrid(coords, coords, indexing="ij")
   masks = [(xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1) for x0, y0, x1, y1 in boxes.values()]
   return np.stack(masks)
+
+
+def patch_shares(size: int, patch: int, landmarks=None) -> np.ndarray:
+  """(num_regions, grid, grid): the share of each patch's pixels inside each region.
+
+  A patch token summarises its pixels, so a region's token should weigh patches by how much
+  of the region they hold, not by whether the patch centre falls inside it.
+  """
+  if size % patch:
+    raise ValueError(f"crop of {size} px does not split into {patch} px patches")
+  g = size // patch
+  masks = region_masks(size, landmarks=landmarks).astype(np.float32)
+  return masks.reshape(len(masks), g, patch, g, patch).mean(axis=(2, 4))

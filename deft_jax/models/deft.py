@@ -77,7 +77,7 @@ class DeftModel(nn.Module):
     self.emotion_head = encoder.dense(c.num_classes, ("embed", None), dt, pdt, "emotion_head")
 
   def encode(self, batch, deterministic=True, drop: tuple[str, ...] = ()):
-    """Prefix embeddings (B, P, D), and per-expert pooled features and AU logits.
+    """Prefix embeddings (B, P, D), and per-expert projected tokens, pooled features and AU logits.
 
     Experts named in `drop` leave the prefix (tokens and markers), to measure what each
     contributes at inference.
@@ -85,7 +85,7 @@ class DeftModel(nn.Module):
     inputs = {"structure": _pixels(batch["keyframes"]), "texture": _pixels(batch["clip"]), "motion": batch["flow"]}
     b = batch["text_ids"].shape[0]
     marker = lambda i: self.llm.embed(jnp.full((b, 1), i, jnp.int32))
-    parts, pooled, au_logits = [marker(self.config.bos_id)], {}, None
+    parts, pooled, projected, au_logits = [marker(self.config.bos_id)], {}, {}, None
     for name, (open_id, close_id) in zip(self.config.experts, self.config.markers):
       if name in drop:
         continue
@@ -93,9 +93,10 @@ class DeftModel(nn.Module):
       if name == "motion":
         out, au_logits = out
       tokens = self.projectors[name](out)
+      projected[name] = tokens
       pooled[name] = tokens.mean(axis=1)
       parts += [marker(open_id), tokens.astype(self.dtype), marker(close_id)]
-    return jnp.concatenate(parts, axis=1), {"pooled": pooled, "au_logits": au_logits}
+    return jnp.concatenate(parts, axis=1), {"pooled": pooled, "tokens": projected, "au_logits": au_logits}
 
   def __call__(self, batch, deterministic=True, drop: tuple[str, ...] = ()):
     """LM logits for the text tokens (next-token, aligned with text_ids), emotion and AU logits."""

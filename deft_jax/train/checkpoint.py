@@ -1,19 +1,54 @@
-"""Orbax checkpoints: train state, data-iterator position and config, saved together."""
+"""Orbax checkpoints: train state, data-iterator position and config, saved together.
+
+Saves are asynchronous and atomic (Orbax writes a temporary folder and renames it when every
+item is on disk), so a crash or SIGKILL during a save leaves the previous checkpoint as the
+latest one. The trainable weights (LoRA, projectors, heads: everything optim.frozen leaves
+out) are also exported alone, as WORKDIR/adapters/step_N/adapters.safetensors.
+"""
 
 import os
+import shutil
 
 import grain
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+import safetensors.numpy
+from flax import traverse_util
+from jax.experimental import multihost_utils
+
+from deft_jax.train import optimizer as optimizer_lib
+
+ADAPTERS = "adapters"
+ADAPTER_FILE = "adapters.safetensors"
+# Replicated arrays are written cooperatively by their replicas only above this size: below
+# it the slicing costs more (one compiled slice per shape) than the parallel write saves.
+MIN_REPLICA_SLICE_BYTES = 4 << 20
+
+
+def _state_handler() -> ocp.PyTreeCheckpointHandler:
+  registry = ocp.type_handlers.create_type_handler_registry(
+      (int, ocp.type_handlers.ScalarHandler()),
+      (float, ocp.type_handlers.ScalarHandler()),
+      (np.number, ocp.type_handlers.ScalarHandler()),
+      (np.ndarray, ocp.type_handlers.NumpyHandler()),
+      (jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES)),
+  )
+  return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
 
 
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options,
+                               item_handlers={"state": _state_handler(),
+                                              "data": grain.checkpoint.CheckpointHandler(),
+                                              "config": ocp.JsonCheckpointHandler()})
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_iter, config) -> None:
+  """Starts an asynchronous save (the previous one is finished first)."""
   mngr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
+      state=ocp.args.PyTreeSave(state),
       data=grain.checkpoint.CheckpointSave(data_iter),
       config=ocp.args.JsonSave(config.to_dict()),
   ))
@@ -22,7 +57,46 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_iter, config) -> No
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iter):
   """Restores into the shardings carried by `abstract_state` (which may be a new mesh)."""
   restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
+      state=ocp.args.PyTreeRestore(abstract_state,
+                                   restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state)),
       data=grain.checkpoint.CheckpointRestore(data_iter),
   ))
   return restored.state
+
+
+def trainable(params, frozen: tuple[str, ...]) -> dict:
+  """{"a/b/c": array} of the leaves the optimizer trains, gathered whole onto every host."""
+  labels = traverse_util.flatten_dict(optimizer_lib.param_labels(params, frozen), sep="/")
+  flat = {k: v for k, v in traverse_util.flatten_dict(params, sep="/").items() if labels[k] == "train"}
+  return {k: np.asarray(v) for k, v in multihost_utils.process_allgather(flat, tiled=True).items()}
+
+
+def export_adapters(workdir: str, step: int, params, frozen: tuple[str, ...], keep: int) -> str | None:
+  """Writes the trainable weights alone (written whole, then renamed into place); keeps `keep`.
+
+  Collective: every process calls it; process 0 writes. Returns the folder (None elsewhere).
+  """
+  tensors = trainable(params, frozen)
+  if jax.process_index() != 0:
+    return None
+  root = os.path.join(os.path.abspath(workdir), ADAPTERS)
+  final = os.path.join(root, f"step_{step}")
+  partial = final + ".partial"
+  shutil.rmtree(partial, ignore_errors=True)
+  os.makedirs(partial)
+  safetensors.numpy.save_file(tensors, os.path.join(partial, ADAPTER_FILE),
+                              metadata={"step": str(step), "frozen": "\n".join(frozen)})
+  shutil.rmtree(final, ignore_errors=True)
+  os.rename(partial, final)
+  done = sorted((int(d[5:]) for d in os.listdir(root) if d.startswith("step_") and d[5:].isdigit()))
+  for old in done[:-keep]:
+    shutil.rmtree(os.path.join(root, f"step_{old}"), ignore_errors=True)
+  return final
+
+
+def read_adapters(folder: str) -> dict[str, np.ndarray]:
+  """{"a/b/c": array} of an exported adapters folder."""
+  path = os.path.join(folder, ADAPTER_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no {ADAPTER_FILE} in {folder}")
+  return safetensors.numpy.load_file(path)

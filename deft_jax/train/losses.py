@@ -1,26 +1,59 @@
 """The hybrid discriminative-generative objective of DEFT-LLM.
 
-LM cross-entropy on the answer tokens, emotion cross-entropy from the classifier head, and
-AU binary cross-entropy from the motion expert; each weighted in config (0 turns it off).
+  lm:            cross-entropy of the answer tokens only (loss_mask covers the answer and EOS);
+  emotion:       cross-entropy of the classifier head on the last instruction token;
+  au:            binary cross-entropy of the motion expert's AU head;
+  decorrelation: keeps the three experts' pooled features apart (below).
+Each is weighted by config.loss.<term>; a weight of 0 (or a missing one) leaves the term out of
+the total, though it is still computed and logged.
 """
+
+import itertools
 
 import jax.numpy as jnp
 import optax
 
 
-def lm_loss(logits, targets, mask):
+def lm_loss(logits, targets, mask, num_tokens=None):
+  """Mean over answer tokens; `num_tokens` (default: this batch's) lets micro-batches share one."""
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-  return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask) if num_tokens is None else num_tokens, 1.0)
 
 
-def hybrid_loss(outputs, batch, weights):
-  """Weighted total and each term (for logging)."""
+def decorrelation_loss(pooled: dict, eps: float = 1e-6):
+  """Mean squared cosine similarity of batch-centred pooled features, over expert pairs.
+
+  For experts a, b with pooled features z_a, z_b (B, D) in the LLM's space, each centred on
+  its batch mean, the term is mean_i cos(z_a[i], z_b[i])^2, averaged over pairs: 0 when the
+  experts move their tokens along orthogonal directions, 1 when one copies the other (up to
+  scale and sign). A per-sample form of the soft subspace orthogonality of Domain Separation
+  Networks (Bousmalis et al., NeurIPS 2016); centring removes what every clip shares, so only
+  how the experts *vary* across clips is kept apart. 0 with fewer than two experts.
+  """
+  names = sorted(pooled)
+  if len(names) < 2:
+    return jnp.zeros((), jnp.float32)
+
+  def unit(z):
+    z = z.astype(jnp.float32)
+    z = z - z.mean(axis=0, keepdims=True)
+    return z / jnp.sqrt(jnp.sum(z * z, axis=-1, keepdims=True) + eps)
+
+  units = {n: unit(pooled[n]) for n in names}
+  pairs = [jnp.mean(jnp.sum(units[a] * units[b], axis=-1) ** 2) for a, b in itertools.combinations(names, 2)]
+  return sum(pairs) / len(pairs)
+
+
+def hybrid_loss(outputs, batch, weights, lm_tokens=None):
+  """Weighted total and each term (for logging); `lm_tokens` as lm_loss's `num_tokens`."""
   terms = {
-      "lm": lm_loss(outputs["lm_logits"], batch["text_ids"], batch["loss_mask"]),
+      "lm": lm_loss(outputs["lm_logits"], batch["text_ids"], batch["loss_mask"], lm_tokens),
       "emotion": optax.softmax_cross_entropy_with_integer_labels(
           outputs["emotion_logits"], batch["label"]).mean(),
   }
   if outputs["au_logits"] is not None:
     terms["au"] = optax.sigmoid_binary_cross_entropy(outputs["au_logits"], batch["aus"]).mean()
-  total = sum(weights[k] * v for k, v in terms.items() if weights[k])
+  if len(outputs.get("pooled", {})) > 1:
+    terms["decorrelation"] = decorrelation_loss(outputs["pooled"])
+  total = sum(weights.get(k, 0.0) * v for k, v in terms.items() if weights.get(k, 0.0))
   return total, terms

@@ -11,7 +11,7 @@ from flax.training import train_state
 from deft_jax.data import tokenizer as tokenizer_lib
 from deft_jax.facs import emotions
 from deft_jax.models import deft, llm as llm_lib, lora as lora_lib
-from deft_jax.models.experts import encoder, motion, structure, texture
+from deft_jax.models.experts import motion, structure, texture
 from deft_jax.train import optimizer as optimizer_lib, sharding
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -31,16 +31,11 @@ def llm_config(cfg, vocab_size: int) -> llm_lib.LlmConfig:
   return llm_lib.LlmConfig(vocab_size=64 * math.ceil(vocab_size / 64), **cfg.model.llm.to_dict())
 
 
-def deft_config(cfg, tokenizer) -> deft.DeftConfig:
+def deft_config(cfg, tokenizer, llm: llm_lib.LlmConfig | None = None) -> deft.DeftConfig:
+  """`llm` replaces the configured LLM (AOT planning at a published model's size)."""
   m = cfg.model
-  enc = lambda e: encoder.EncoderConfig(**e.encoder.to_dict())
-  experts = {
-      "structure": structure.StructureConfig(enc(m.structure), m.structure.image_size, m.structure.patch),
-      "texture": texture.TextureConfig(enc(m.texture), m.texture.num_frames, m.texture.image_size,
-                                       tuple(m.texture.tubelet)),
-      "motion": motion.MotionConfig(enc(m.motion), m.motion.flow_size, m.motion.patch, m.motion.flow_scale),
-  }
-  experts = {k: v if m[k].enabled else None for k, v in experts.items()}
+  builders = {"structure": structure.config_from, "texture": texture.config_from, "motion": motion.config_from}
+  experts = {k: build(m[k]) if m[k].enabled else None for k, build in builders.items()}
   on = [e for e in deft.EXPERTS if experts[e] is not None]
   if not on:
     raise ValueError("config.model: every expert is disabled; enable at least one")
@@ -50,30 +45,51 @@ def deft_config(cfg, tokenizer) -> deft.DeftConfig:
   if m.lora.enabled:
     lora = lora_lib.LoraConfig(rank=m.lora.rank, alpha=m.lora.alpha, dropout=m.lora.dropout, targets=m.lora.targets)
   return deft.DeftConfig(
-      llm=llm_config(cfg, len(tokenizer)), num_classes=len(emotions.SCHEMES[cfg.data.scheme]),
+      llm=llm or llm_config(cfg, len(tokenizer)), num_classes=len(emotions.SCHEMES[cfg.data.scheme]),
       bos_id=tokenizer.bos_token_id, markers=markers, lora=lora, projector_hidden=m.projector_hidden, **experts)
 
 
-def make_model(cfg, tokenizer) -> deft.DeftModel:
-  return deft.DeftModel(deft_config(cfg, tokenizer), dtype(cfg.model.dtype), dtype(cfg.model.param_dtype),
+def make_model(cfg, tokenizer, llm: llm_lib.LlmConfig | None = None) -> deft.DeftModel:
+  return deft.DeftModel(deft_config(cfg, tokenizer, llm), dtype(cfg.model.dtype), dtype(cfg.model.param_dtype),
                         cfg.model.remat)
+
+
+def abstract_state(cfg, model: deft.DeftModel, mesh, total_steps: int):
+  """Shapes and shardings of the train state, and the function that makes it; nothing allocated.
+
+  Shapes come from eval_shape (with logical-axis boxes), shardings from the rules table
+  (optimizer moments inherit their parameter's). Returns (abstract, shardings, init) where
+  `abstract` is a tree of ShapeDtypeStructs carrying their shardings (an AOT or restore
+  target) and `init(rng)` builds the real state.
+  """
+  tx = optimizer_lib.make_optimizer(cfg.optim, total_steps)
+  batch = deft.init_batch(model.config, 1, cfg.data.max_text_len)
+  trainable = dtype(cfg.model.trainable_dtype) if cfg.model.trainable_dtype else None
+
+  def init_boxed(rng):
+    params = model.init(rng, batch)["params"]
+    if trainable is not None:
+      params = cast_trainable(params, tuple(cfg.optim.frozen), trainable)
+    return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+  boxed = jax.eval_shape(init_boxed, jax.random.key(0))
+  shardings = sharding.logical_shardings(boxed, mesh, sharding.rules(cfg))
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          nn.meta.unbox(boxed), shardings)
+  return abstract, shardings, lambda rng: nn.meta.unbox(init_boxed(rng))
+
+
+def cast_trainable(params, frozen: tuple[str, ...], to):
+  """Trainable leaves (not matching `frozen`) in `to`: float32 master weights over a bf16 base."""
+  labels = optimizer_lib.param_labels(params, frozen)
+  return jax.tree.map(lambda label, p: jax.tree.map(lambda x: x.astype(to), p) if label == "train" else p,
+                      labels, params, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
 
 
 def create_state(cfg, model: deft.DeftModel, mesh, total_steps: int, rng):
   """The train state, initialised directly into its shardings (no host-side full copy).
 
-  Shapes first (eval_shape, with logical-axis boxes), then shardings from the rules table
-  (optimizer moments inherit their parameter's), then a jitted init with those
-  out_shardings. Returns (state, state_shardings).
+  Returns (state, state_shardings).
   """
-  tx = optimizer_lib.make_optimizer(cfg.optim, total_steps)
-  batch = deft.init_batch(model.config, 1, cfg.data.max_text_len)
-
-  def init_boxed(rng):
-    params = model.init(rng, batch)["params"]
-    return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
-
-  abstract = jax.eval_shape(init_boxed, rng)
-  shardings = sharding.logical_shardings(abstract, mesh, sharding.rules(cfg))
-  state = jax.jit(lambda r: nn.meta.unbox(init_boxed(r)), out_shardings=shardings)(rng)
-  return state, shardings
+  _, shardings, init = abstract_state(cfg, model, mesh, total_steps)
+  return jax.jit(init, out_shardings=shardings)(rng), shardings

@@ -12,6 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
+ACTIVATIONS = {
+    "gelu_tanh": lambda x: nn.gelu(x, approximate=True),  # SigLIP's gelu_pytorch_tanh
+    "gelu": lambda x: nn.gelu(x, approximate=False),
+    "quick_gelu": lambda x: x * nn.sigmoid(1.702 * x),  # CLIP
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
   width: int = 64
@@ -20,6 +27,13 @@ class EncoderConfig:
   mlp: int = 128
   dropout: float = 0.0
   layer_norm_eps: float = 1e-6
+  activation: str = "gelu_tanh"  # a key of ACTIVATIONS
+
+  def __post_init__(self):
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"encoder activation {self.activation!r}; use one of {sorted(ACTIVATIONS)}")
+    if self.width % self.heads:
+      raise ValueError(f"encoder width {self.width} does not split into {self.heads} heads")
 
 
 def dense(features, axes, dtype, param_dtype, name):
@@ -35,9 +49,12 @@ def layer_norm(eps, dtype, param_dtype, name):
 
 
 class SelfAttention(nn.Module):
+  """Multi-head self-attention; `zero_out` starts the output projection at 0 (a residual
+  branch that is the identity at init, as ViViT initialises its temporal attention)."""
   config: EncoderConfig
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  zero_out: bool = False
 
   @nn.compact
   def __call__(self, x, mask=None):
@@ -50,7 +67,10 @@ class SelfAttention(nn.Module):
     if mask is not None:
       scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     out = jnp.einsum("bhqk,bkhd->bqhd", nn.softmax(scores).astype(self.dtype), v).reshape(b, n, c.width)
-    return dense(c.width, ("heads", "embed"), self.dtype, self.param_dtype, "out_proj")(out)
+    init = nn.initializers.zeros if self.zero_out else nn.initializers.xavier_uniform()
+    return nn.Dense(c.width, dtype=self.dtype, param_dtype=self.param_dtype, name="out_proj",
+                    kernel_init=nn.with_logical_partitioning(init, ("heads", "embed")),
+                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(out)
 
 
 class EncoderLayer(nn.Module):
@@ -65,30 +85,38 @@ class EncoderLayer(nn.Module):
     x = x + nn.Dropout(c.dropout)(y, deterministic)
     y = layer_norm(c.layer_norm_eps, dt, pdt, "layer_norm2")(x)
     y = dense(c.mlp, ("embed", "mlp"), dt, pdt, "fc1")(y)
-    y = dense(c.width, ("mlp", "embed"), dt, pdt, "fc2")(nn.gelu(y, approximate=True))
+    y = dense(c.width, ("mlp", "embed"), dt, pdt, "fc2")(ACTIVATIONS[c.activation](y))
     return x + nn.Dropout(c.dropout)(y, deterministic)
 
 
 class Encoder(nn.Module):
-  """depth x EncoderLayer, then a final LayerNorm."""
+  """depth x `layer`, then a final LayerNorm unless `final_norm` is off (CLIP's
+  last_hidden_state has none: its post_layernorm is applied to the pooled token only)."""
   config: EncoderConfig
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  final_norm: bool = True
+  layer: Any = None  # the layer class; None: EncoderLayer (texture passes its factorised one)
 
   @nn.compact
   def __call__(self, x, deterministic=True):
     for i in range(self.config.depth):
-      x = EncoderLayer(self.config, self.dtype, self.param_dtype, name=f"layers_{i}")(x, deterministic)
+      x = (self.layer or EncoderLayer)(self.config, self.dtype, self.param_dtype, name=f"layers_{i}")(x, deterministic)
+    if not self.final_norm:
+      return x
     return layer_norm(self.config.layer_norm_eps, self.dtype, self.param_dtype, "post_layernorm")(x)
 
 
-def patch_embed(x, width, patch, dtype, param_dtype, name):
+def patch_conv(width, patch, dtype, param_dtype, name, use_bias=True) -> nn.Conv:
   """Non-overlapping patches (2-D, or 3-D tubelets when `patch` has three sizes) -> tokens."""
-  conv = nn.Conv(width, tuple(patch), strides=tuple(patch), padding="VALID", dtype=dtype, param_dtype=param_dtype,
-                 name=name, kernel_init=nn.with_logical_partitioning(
+  return nn.Conv(width, tuple(patch), strides=tuple(patch), padding="VALID", dtype=dtype, param_dtype=param_dtype,
+                 name=name, use_bias=use_bias, kernel_init=nn.with_logical_partitioning(
                      nn.initializers.lecun_normal(), (None,) * (len(patch) + 1) + ("embed",)),
                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
-  return conv(x)
+
+
+def patch_embed(x, width, patch, dtype, param_dtype, name):
+  return patch_conv(width, patch, dtype, param_dtype, name)(x)
 
 
 def position_embedding(module: nn.Module, name: str, shape):

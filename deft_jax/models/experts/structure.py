@@ -1,4 +1,10 @@
-"""Structure expert: static appearance and facial geometry, from the onset and apex frames."""
+"""Structure expert: static appearance and facial geometry, from the onset and apex frames.
+
+A ViT (vit.VisionTransformer, loadable from a local SigLIP or CLIP vision checkpoint, see
+vision_hf.py) embeds each keyframe as it was trained to; a frame embedding then tells onset
+from apex and the encoder attends over both frames' tokens jointly, so geometry changes
+between the two are visible to it.
+"""
 
 import dataclasses
 from typing import Any
@@ -7,30 +13,39 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from deft_jax.models.experts import encoder as encoder_lib
+from deft_jax.models.experts import vision_hf
+from deft_jax.models.experts import vit as vit_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class StructureConfig:
-  encoder: encoder_lib.EncoderConfig = encoder_lib.EncoderConfig()
-  image_size: int = 64
-  patch: int = 16
+  vit: vit_lib.ViTConfig = vit_lib.ViTConfig()
+  checkpoint: str = ""  # a local HF vision checkpoint that vit's shapes come from; "" = random init
+
+  @property
+  def image_size(self) -> int:
+    return self.vit.image_size
+
+
+def config_from(node) -> StructureConfig:
+  """From config.model.structure: the checkpoint's architecture, or the inline one."""
+  if node.checkpoint:
+    return StructureConfig(vision_hf.vit_config(node.checkpoint, node.image_size), node.checkpoint)
+  return StructureConfig(vit_lib.ViTConfig(encoder_lib.EncoderConfig(**node.encoder.to_dict()), node.image_size, node.patch))
 
 
 class StructureExpert(nn.Module):
-  """A ViT over both keyframes jointly; a frame embedding tells onset from apex."""
   config: StructureConfig
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, keyframes, deterministic=True):
-    """keyframes (B, 2, S, S, 3) in [-1, 1] -> tokens (B, 2 N, width)."""
-    c = self.config
+    """keyframes (B, F, S, S, 3) in [-1, 1] -> tokens (B, F N, width)."""
+    c = self.config.vit
+    tower = vit_lib.VisionTransformer(c, self.dtype, self.param_dtype, name="vit")
     b, f = keyframes.shape[:2]
-    x = encoder_lib.patch_embed(keyframes.reshape((b * f,) + keyframes.shape[2:]), c.encoder.width,
-                            (c.patch, c.patch), self.dtype, self.param_dtype, "patch_embed")
+    x = tower.embed(vit_lib.normalise(keyframes, c).reshape((b * f,) + keyframes.shape[2:]))
     x = x.reshape(b, f, -1, c.encoder.width)
-    x = x + encoder_lib.position_embedding(self, "position_embedding", (1, 1) + x.shape[2:])
     x = x + encoder_lib.position_embedding(self, "frame_embedding", (1, f, 1, c.encoder.width))
-    x = x.reshape(b, -1, c.encoder.width).astype(self.dtype)
-    return encoder_lib.Encoder(c.encoder, self.dtype, self.param_dtype, name="encoder")(x, deterministic)
+    return tower.encode(x.reshape(b, -1, c.encoder.width).astype(self.dtype), deterministic)

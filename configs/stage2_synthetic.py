@@ -1,0 +1,30 @@
+"""Stage 2 of DEFT on synthetic data: LoRA instruction tuning on the target benchmark.
+
+    deft-jax train --config configs/stage2_synthetic.py --workdir /tmp/stage2 \
+        --config.train.init_from=/tmp/stage1      # any stage-1 workdir or checkpoint step folder
+
+Starts from a stage-1 run's parameters where paths and shapes match (experts, projectors,
+heads); LoRA adapters are new. The LLM's layers stay frozen except for LoRA (the randomly
+initialised LLM's embeddings and head train too, as in configs/synthetic.py). Trains on the
+training subjects of the MEGC2019-shaped synthetic set with Uni-MER answers and scores the
+held-out subjects. Without init_from it is the single-stage baseline.
+
+Variants: "" and "tiny" (for tests).
+"""
+
+import ml_collections
+
+from configs import synthetic
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or "default"
+  c = synthetic.get_config(arg)
+  tiny = variant == "tiny"
+  with c.unlocked():
+    c.data.name = "uni_mer/synthetic_tiny_noisy_aus" if tiny else "uni_mer/synthetic_small_noisy_aus"
+    c.data.answers = "uni_mer"
+    c.data.max_text_len = 128
+    c.loss.decorrelation = 0.1
+    c.train.steps = 4 if tiny else 300
+  return c

@@ -1,0 +1,139 @@
+"""Figures for people: confusion matrices, training curves, AU cue scores, expert
+contributions, and one clip's prediction. Each function writes one PNG (matplotlib Agg)."""
+
+import textwrap
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from deft_jax.facs import regions  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _save(fig, path) -> None:
+  fig.savefig(path, dpi=100, bbox_inches="tight")
+  plt.close(fig)
+
+
+def confusion(parts: dict[str, dict], classes, path) -> None:
+  """One panel per part ({"full": scored, "casme2": scored, ...}), counts with row shares."""
+  fig, axes = plt.subplots(1, len(parts), figsize=(3.6 * len(parts) + 0.4, 3.8), squeeze=False)
+  for ax, (name, s) in zip(axes[0], parts.items()):
+    cm = np.asarray(s["confusion"])
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), n in np.ndenumerate(cm):
+      ax.text(j, i, str(n), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes if ax is axes[0][0] else [""] * len(classes))
+    ax.set_xlabel("predicted")
+    ax.set_title(f"{name} (n={cm.sum()})\nUF1 {s['uf1']:.3f}  UAR {s['uar']:.3f}", fontsize=9)
+  axes[0][0].set_ylabel("true")
+  _save(fig, path)
+
+
+def curves(rows: list[dict], path) -> None:
+  """Every logged quantity of metrics.jsonl against the step, one panel each."""
+  keys = [k for k in rows[0] if k != "step"]
+  cols = min(3, len(keys))
+  nrows = -(-len(keys) // cols)
+  fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), squeeze=False)
+  steps = [r["step"] for r in rows]
+  for ax, key in zip(axes.flat, keys):
+    ax.plot(steps, [r.get(key, np.nan) for r in rows], marker="." if len(rows) < 50 else None)
+    ax.set_title(key, fontsize=9)
+    ax.set_xlabel("step")
+  for ax in axes.flat[len(keys):]:
+    ax.axis("off")
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def au_cues(per_au: dict[str, dict], path) -> None:
+  """Precision and recall of the AUs cited in generated answers, per AU (missing: undefined)."""
+  names = list(per_au)
+  x = np.arange(len(names))
+  fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 1), 3.2))
+  for offset, key in ((-0.2, "precision"), (0.2, "recall")):
+    values = [np.nan if per_au[n][key] is None else per_au[n][key] for n in names]
+    ax.bar(x + offset, values, 0.4, label=key)
+  ax.set_xticks(x, [f"{n}\n({per_au[n]['labelled']})" for n in names], fontsize=8)
+  ax.set_ylim(0, 1)
+  ax.set_ylabel("score")
+  ax.set_title("AU cues in generated answers vs labelled AUs (labelled count below)", fontsize=9)
+  ax.legend(fontsize=8)
+  _save(fig, path)
+
+
+def experts(summary: dict[str, dict], path) -> None:
+  """Mean drop of the predicted class's probability without each expert, overall and by class."""
+  names = list(summary)
+  classes = list(next(iter(summary.values())).get("mean_drop_by_class", {}))
+  groups = ["all"] + classes
+  width = 0.8 / len(groups)
+  fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names) + 1), 3.2))
+  for g, group in enumerate(groups):
+    values = [summary[n]["mean_drop"] if group == "all" else summary[n]["mean_drop_by_class"].get(group, np.nan)
+              for n in names]
+    ax.bar(np.arange(len(names)) + (g - (len(groups) - 1) / 2) * width, values, width, label=group)
+  ax.axhline(0, color="black", linewidth=0.6)
+  ax.set_xticks(range(len(names)), [f"{n}\nUF1 without {summary[n]['uf1_without']:.3f}" for n in names], fontsize=8)
+  ax.set_ylabel("drop in p(predicted class)")
+  ax.set_title("Expert contributions (leave one expert out at inference)", fontsize=9)
+  ax.legend(fontsize=7, title="true class", title_fontsize=7)
+  _save(fig, path)
+
+
+def flow_colour(flow: np.ndarray, scale: float | None = None) -> np.ndarray:
+  """RGB image of (dx, dy) flow: hue is the direction, brightness the length (up to `scale`)."""
+  length = np.hypot(flow[..., 0], flow[..., 1])
+  scale = scale or max(float(length.max()), 1e-6)
+  hue = (np.arctan2(flow[..., 1], flow[..., 0]) / (2 * np.pi)) % 1.0
+  hsv = np.stack([hue, np.ones_like(hue), np.clip(length / scale, 0, 1)], -1)
+  return matplotlib.colors.hsv_to_rgb(hsv)
+
+
+def prediction(onset: np.ndarray, apex: np.ndarray, flow: np.ndarray, probs: dict[str, float],
+               drops: dict[str, float], title: str, answer: str, path) -> None:
+  """The onset face with region outlines, onset->apex flow over the apex face, class
+  probabilities, and each expert's contribution (drop in p(predicted class) without it)."""
+  fig, axes = plt.subplots(1, 4, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.9, 0.9]})
+  ax = axes[0]
+  ax.imshow(onset)
+  masks = regions.region_masks(onset.shape[0])
+  for i, (name, mask) in enumerate(zip(regions.REGION_BOXES, masks)):
+    colour = plt.cm.tab10(i)
+    ax.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=1)
+    y, x = np.argwhere(mask)[0]
+    ax.text(x + 1, y + 1, name, color=colour, fontsize=7, va="top")
+  ax.set_title("onset, face regions", fontsize=9)
+  ax = axes[1]
+  size = flow.shape[0]
+  ax.imshow(apex, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
+  ax.imshow(flow_colour(flow), alpha=0.45, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
+  step = max(1, size // 16)
+  ys, xs = np.mgrid[step // 2:size:step, step // 2:size:step]
+  u, v = flow[ys, xs, 0], flow[ys, xs, 1]
+  ax.quiver(xs, ys, u, v, color="white", angles="xy", scale_units="xy",
+            scale=max(float(np.hypot(u, v).max()) / step, 1e-6), width=0.006)
+  ax.set_title(f"apex, onset->apex flow (max {np.hypot(flow[..., 0], flow[..., 1]).max():.2f} px)", fontsize=9)
+  for a in axes[:2]:
+    a.set_xticks([])
+    a.set_yticks([])
+  ax = axes[2]
+  ax.barh(list(probs), list(probs.values()), color="tab:blue")
+  ax.set_xlim(0, 1)
+  ax.invert_yaxis()
+  ax.set_title("class probabilities", fontsize=9)
+  ax = axes[3]
+  values = list(drops.values())
+  ax.barh(list(drops), values, color=["tab:green" if d >= 0 else "tab:red" for d in values])
+  ax.axvline(0, color="black", linewidth=0.6)
+  ax.invert_yaxis()
+  ax.set_title("expert contribution\n(drop in p(predicted) without it)", fontsize=9)
+  fig.suptitle(title, fontsize=11)
+  text = "\n".join(textwrap.fill(line, 160) for line in (answer.strip() or "(empty answer)").splitlines())
+  fig.text(0.01, -0.02, text, fontsize=8, va="top", family="monospace")
+  _save(fig, path)

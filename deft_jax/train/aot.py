@@ -1,0 +1,244 @@
+"""Ahead-of-time compilation of the train step for a named topology, from shapes alone.
+
+    deft-jax aot --topology 8xh100 --model qwen2.5-7b [--batch 16] [--mesh data=1,fsdp=8,tensor=1]
+
+Plans a run before paying for it: the train step (DEFT with the default experts of
+configs/synthetic.py, LoRA, a frozen bf16 LLM of a published size, sequence 1024) is lowered on
+abstract shapes and compiled for the topology's compile-only devices; nothing is allocated and
+no weights are read. It prints the compiled program's per-device memory (memory_analysis) as
+one JSON line.
+
+Compiling for hardware that is not here needs that hardware's compiler plugin, outside the
+project's environment (loading them slows every JAX import down):
+    pip install --target ~/aot-deps "libtpu==0.0.42.*" "jax-cuda12-plugin==0.10.2" "jax-cuda12-pjrt==0.10.2"
+    PYTHONPATH=~/aot-deps deft-jax aot ...
+Without the plugin (or with --cpu) the same program is compiled for as many fake CPU devices
+with the same mesh, and the output says so ("platform": "cpu"): CPU figures come from the CPU
+compiler's buffer assignment and fusion, not the accelerator's.
+"""
+
+import dataclasses
+import json
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+
+from deft_jax.facs import catalogue
+from deft_jax.models import deft, llm as llm_lib
+from deft_jax.train import optimizer as optimizer_lib, sharding, state as state_lib, step as step_lib
+
+GiB = 1 << 30
+
+# NVIDIA H100 SXM 80GB as the XLA GPU compiler sees it (GpuTargetConfigProto, text format).
+H100_TARGET_CONFIG = """
+gpu_device_info {
+  threads_per_block_limit: 1024
+  threads_per_warp: 32
+  shared_memory_per_block: 49152
+  shared_memory_per_core: 233472
+  threads_per_core_limit: 2048
+  core_count: 132
+  fpus_per_core: 128
+  block_dim_limit_x: 2147483647
+  block_dim_limit_y: 65535
+  block_dim_limit_z: 65535
+  memory_bandwidth: 3352320000000
+  l2_cache_size: 52428800
+  clock_rate_ghz: 1.98
+  device_memory_size: 84929347584
+  shared_memory_per_block_optin: 232448
+  cuda_compute_capability { major: 9 }
+  registers_per_core_limit: 65536
+  registers_per_block_limit: 65536
+}
+runtime_version { major: 12 minor: 8 }
+platform_name: "CUDA"
+dnn_version_info { major: 9 minor: 7 }
+device_description_str: "NVIDIA H100 80GB HBM3"
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+  platform: str  # "cuda" | "tpu"
+  name: str  # the PJRT topology name
+  devices: int
+  memory_bytes: int  # per device
+  mesh: dict  # default (data, fsdp, tensor)
+  batch: int  # default global batch
+  options: tuple = ()  # extra get_topology_desc keyword arguments
+  compiler_options: tuple = ()  # XLA debug options for this platform's compiler
+
+
+TOPOLOGIES = {
+    "8xh100": Topology("cuda", "8xh100", 8, 80 * GiB, {"data": 1, "fsdp": 8, "tensor": 1}, 16,
+                       (("target_config", H100_TARGET_CONFIG), ("topology", "1x1x8")),
+                       # A compile-only GPU has no autotuner, and Triton GEMM tiling then fails on
+                       # small dots ("Couldn't find output tile sizes"): plan with cuBLAS GEMMs.
+                       (("xla_gpu_enable_triton_gemm", False),)),
+    "v5e-256": Topology("tpu", "v5e:16x16", 256, 16 * GiB, {"data": 16, "fsdp": 16, "tensor": 1}, 256,
+                        (("chip_config_name", "default"), ("chips_per_host_bounds", (2, 2, 1)), ("num_slices", 1))),
+}
+
+# Published config.json values (Hugging Face model cards), as data: no download.
+MODELS = {
+    "qwen2.5-7b": {
+        "model_type": "qwen2", "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+        "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0, "max_position_embeddings": 131072, "tie_word_embeddings": False,
+        "hidden_act": "silu", "use_sliding_window": False, "bos_token_id": 151643, "eos_token_id": 151643,
+    },
+    "llama-3.1-8b": {
+        "model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-5,
+        "rope_theta": 500000.0, "max_position_embeddings": 131072, "tie_word_embeddings": False,
+        "hidden_act": "silu", "attention_bias": False, "mlp_bias": False, "bos_token_id": 128000,
+        "eos_token_id": 128001,
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 8192},
+    },
+}
+
+
+class AotError(ValueError):
+  pass
+
+
+class _Vocabulary:
+  """What state.deft_config reads of a tokenizer: its size, BOS and the expert markers' ids
+  (here the vocabulary's last ids, as added special tokens would be)."""
+
+  def __init__(self, size: int, bos_id: int):
+    self.bos_token_id, self._size, self._ids = bos_id, size, {}
+
+  def __len__(self):
+    return self._size
+
+  def convert_tokens_to_ids(self, token: str) -> int:
+    return self._ids.setdefault(token, self._size - 1 - len(self._ids))
+
+
+def plan_config(cfg, seq_len: int, prefix_len: int):
+  """`cfg` as a fine-tuning run on a real LLM: bf16 frozen base, float32 LoRA/projectors/heads
+  (and Adam moments), every layer rematerialised, text filling the sequence after the prefix."""
+  cfg = cfg.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.model.update(dtype="bfloat16", param_dtype="bfloat16", trainable_dtype="float32", remat=True)
+    cfg.optim.frozen = (r"^llm/(?!.*lora_).*",)
+    cfg.data.max_text_len = seq_len - prefix_len
+  return cfg
+
+
+def devices_for(topology: Topology, force_cpu: bool):
+  """(devices, platform, why the CPU stands in or None)."""
+  reason = "--cpu" if force_cpu else None
+  if not force_cpu:
+    from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+    try:
+      desc = topologies.get_topology_desc(topology.name, topology.platform, **dict(topology.options))
+      return list(desc.devices), topology.platform, None
+    except Exception as e:  # pylint: disable=broad-except  # no plugin: RuntimeError, NotImplementedError, ...
+      reason = f"{topology.platform} compiler not available: {type(e).__name__}: {str(e).splitlines()[0]}"
+  try:
+    jax.config.update("jax_num_cpu_devices", topology.devices)
+  except RuntimeError:
+    pass  # the CPU backend already exists; use it if it has enough devices
+  cpus = jax.devices("cpu")
+  if len(cpus) < topology.devices:
+    raise AotError(f"fake CPU stand-in for {topology.name} needs {topology.devices} devices, this process has "
+                   f"{len(cpus)} (start it with --xla_force_host_platform_device_count={topology.devices})")
+  return cpus[:topology.devices], "cpu", reason
+
+
+def abstract_batch(config: deft.DeftConfig, batch: int, text_len: int, mesh, rules) -> dict:
+  """ShapeDtypeStructs of one global training batch, split on "batch"."""
+  shapes = jax.eval_shape(lambda: deft.init_batch(config, batch, text_len))
+  shapes.update(aus=jax.ShapeDtypeStruct((batch, catalogue.NUM_AUS), jnp.float32),
+                label=jax.ShapeDtypeStruct((batch,), jnp.int32),
+                loss_mask=jax.ShapeDtypeStruct((batch, text_len), jnp.float32))
+  s = sharding.batch_sharding(mesh, rules)
+  return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s) for k, v in shapes.items()}
+
+
+def prefix_length(config: deft.DeftConfig) -> int:
+  """Tokens before the text: BOS, then each expert's tokens between its two markers."""
+  model = deft.DeftModel(config)
+  batch = deft.init_batch(config, 1, 1)
+  prefix = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), batch, method="encode")[0][0])
+  return prefix.shape[1]
+
+
+def compile_step(cfg, topology_name: str, model_name: str, *, batch: int | None = None, mesh_sizes=None,
+                 seq_len: int = 1024, force_cpu: bool = False) -> dict:
+  """Compiles the train step for a named topology and returns its per-device memory and setting.
+
+  `model_name` is a key of MODELS, or "config" for the LLM `cfg` describes.
+  """
+  if topology_name not in TOPOLOGIES:
+    raise AotError(f"unknown topology {topology_name!r}; use one of {sorted(TOPOLOGIES)}")
+  topology = TOPOLOGIES[topology_name]
+  if model_name not in MODELS and model_name != "config":
+    raise AotError(f"unknown model {model_name!r}; use one of {sorted(MODELS) + ['config']}")
+  devices, platform, reason = devices_for(topology, force_cpu)
+  mesh_sizes = dict(mesh_sizes or topology.mesh)
+  mesh = sharding.make_mesh(mesh_sizes, devices=devices)
+  batch = batch or topology.batch
+  llm = llm_lib.LlmConfig.from_hf(MODELS[model_name]) if model_name in MODELS else None
+  vocab = _Vocabulary(llm.vocab_size, llm.bos_token_id) if llm else _Vocabulary(cfg.data.tokenizer_vocab, 1)
+  cfg = plan_config(cfg, seq_len, prefix_length(state_lib.deft_config(cfg, vocab, llm)))
+  model = state_lib.make_model(cfg, vocab, llm)
+  rules = sharding.rules(cfg)
+  abstract, shardings, _ = state_lib.abstract_state(cfg, model, mesh, 1000)
+  train_step = step_lib.make_train_step(model, dict(cfg.loss), shardings, mesh, rules=rules,
+                                        grad_accum_steps=cfg.train.grad_accum_steps, frozen=tuple(cfg.optim.frozen))
+  rng = jax.eval_shape(lambda: jax.random.key(0))
+  rng = jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=jax.NamedSharding(mesh, jax.P()))
+  start = time.time()
+  lowered = train_step.lower(abstract, abstract_batch(model.config, batch, cfg.data.max_text_len, mesh, rules), rng)
+  compiled = lowered.compile(dict(topology.compiler_options) if platform == topology.platform else None)
+  seconds = time.time() - start
+  mem = compiled.memory_analysis()
+  params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))
+  labels = jax.tree.leaves(optimizer_lib.param_labels(abstract.params, tuple(cfg.optim.frozen)))
+  trainable = sum(math.prod(x.shape) for x, l in zip(jax.tree.leaves(abstract.params), labels) if l == "train")
+  peak = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
+  return {
+      "topology": topology_name, "platform": platform,
+      "cpu_stand_in_because": reason, "devices": len(devices), "model": model_name, "mesh": mesh_sizes,
+      "global_batch": batch, "sequence": seq_len, "text_len": cfg.data.max_text_len,
+      "params": params, "trainable_params": trainable, "compile_seconds": round(seconds, 1),
+      "per_device_bytes": {"arguments": mem.argument_size_in_bytes, "outputs": mem.output_size_in_bytes,
+                           "aliased": mem.alias_size_in_bytes, "temps": mem.temp_size_in_bytes, "peak": peak},
+      "device_memory_bytes": topology.memory_bytes, "fits": peak <= topology.memory_bytes,
+  }
+
+
+def parse_mesh(text: str | None) -> dict | None:
+  """"data=1,fsdp=8,tensor=1" -> {"data": 1, "fsdp": 8, "tensor": 1}."""
+  if not text:
+    return None
+  try:
+    sizes = {k.strip(): int(v) for k, v in (part.split("=") for part in text.split(","))}
+  except ValueError:
+    raise AotError(f"--mesh {text!r}: expected data=N,fsdp=N,tensor=N") from None
+  if set(sizes) != set(sharding.MESH_AXES):
+    raise AotError(f"--mesh {text!r}: name each of {', '.join(sharding.MESH_AXES)} once")
+  return sizes
+
+
+def format_table(result: dict) -> str:
+  b = result["per_device_bytes"]
+  gib = lambda x: f"{x / GiB:.2f} GiB"
+  return (f"{result['topology']} ({result['platform']}, {result['devices']} devices, mesh {result['mesh']}) "
+          f"{result['model']} batch {result['global_batch']} x {result['sequence']}: per device arguments "
+          f"{gib(b['arguments'])}, outputs {gib(b['outputs'])} (aliased {gib(b['aliased'])}), temps "
+          f"{gib(b['temps'])}, peak {gib(b['peak'])} of {gib(result['device_memory_bytes'])}"
+          + (f"  [CPU stand-in: {result['cpu_stand_in_because']}]" if result["platform"] == "cpu" else ""))
+
+
+def print_result(result: dict) -> None:
+  print(format_table(result))
+  print(json.dumps(result))
+

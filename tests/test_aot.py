@@ -1,0 +1,69 @@
+"""`deft-jax aot`: the train step compiled from shapes alone, and the precision plan it compiles."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+import train_runs
+from deft_jax import cli
+from deft_jax.data import pipeline, tokenizer as tokenizer_lib
+from deft_jax.train import aot, sharding, state as state_lib, step as step_lib
+
+
+def test_aot_compiles_the_plan_for_8_devices_from_shapes(capsys):
+  # The tiny LLM on 8 fake CPU devices (the 8xh100 mesh); real sizes are docs/SCALING.md's.
+  code = cli.main(["aot", "--topology", "8xh100", "--model", "config", "--cpu", "--seq", "128",
+                   "--batch", "8", "--config", "configs/synthetic.py:tiny"])
+  out = capsys.readouterr().out.strip().splitlines()
+  assert code == 0, out
+  result = json.loads(out[-1])
+  assert result["platform"] == "cpu" and result["cpu_stand_in_because"] == "--cpu"
+  assert result["devices"] == 8 and result["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+  assert result["sequence"] == 128 and result["global_batch"] == 8
+  b = result["per_device_bytes"]
+  assert b["arguments"] > 0 and b["temps"] > 0 and b["peak"] >= b["arguments"] and result["fits"]
+  assert 0 < result["trainable_params"] < result["params"]
+  assert out[0].startswith("8xh100 (cpu, 8 devices") and "CPU stand-in" in out[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--topology", "v6e-9999", "--model", "qwen2.5-7b"], "unknown topology"),
+    (["--topology", "8xh100", "--model", "gpt-5"], "unknown model"),
+    (["--topology", "8xh100", "--model", "qwen2.5-7b", "--mesh", "data=2"], "--mesh"),
+])
+def test_aot_bad_arguments_are_named(args, message, capsys):
+  assert cli.main(["aot", *args, "--cpu"]) == 2
+  err = capsys.readouterr().err
+  assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_planned_precision_policy_trains(tmp_path_factory, synthetic_tiny):
+  """bf16 compute and frozen base, float32 trainable weights, remat: two real steps."""
+  cfg = cli.load_config(["--config", "configs/synthetic.py:tiny"])
+  tok = tokenizer_lib.load_tokenizer(train_runs.tokenizer(tmp_path_factory))
+  cfg = aot.plan_config(cfg, seq_len=61 + cfg.data.max_text_len, prefix_len=61)
+  model = state_lib.make_model(cfg, tok)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
+  state, shardings = state_lib.create_state(cfg, model, mesh, 10, jax.random.key(0))
+  flat = lambda tree: traverse_util.flatten_dict(tree, sep="/")
+  before = {k: np.asarray(v.astype(jnp.float32)) for k, v in flat(state.params).items()}
+  dtypes = {k: v.dtype for k, v in flat(state.params).items()}
+  assert dtypes["llm/layers_0/self_attn/q_proj/kernel"] == jnp.bfloat16
+  assert dtypes["llm/layers_0/self_attn/q_proj/lora_a"] == jnp.float32 == dtypes["emotion_head/kernel"]
+  pre = pipeline.Preprocess(tok, cfg.data.scheme, cfg.data.max_text_len, train=True)
+  batch = next(iter(pipeline.dataset(synthetic_tiny.as_data_source()["train"], pre, 4, seed=0, train=True)))
+  train_step = step_lib.make_train_step(model, dict(cfg.loss), shardings, mesh, frozen=tuple(cfg.optim.frozen))
+  losses = []
+  for i in range(2):
+    state, m = train_step(state, sharding.global_batch(batch, mesh), jax.random.key(i))
+    losses.append(float(m["loss"]))
+  assert np.all(np.isfinite(losses))
+  after = flat(state.params)
+  assert {k: v.dtype for k, v in after.items()} == dtypes
+  np.testing.assert_array_equal(before["llm/layers_0/mlp/up_proj/kernel"],
+                                np.asarray(after["llm/layers_0/mlp/up_proj/kernel"].astype(jnp.float32)))
+  assert not np.array_equal(before["llm/layers_0/mlp/up_proj/lora_b"], np.asarray(after["llm/layers_0/mlp/up_proj/lora_b"]))

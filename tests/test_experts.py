@@ -1,0 +1,147 @@
+"""The three experts: inflation from an image ViT, factorised attention, region tokens, and the
+FACS words and regions they are built on."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+import transformers
+
+from deft_jax.data import answers
+from deft_jax.facs import catalogue, regions, words
+from deft_jax.models.experts import encoder, motion, structure, texture, vision_hf, vit
+
+_ENC = encoder.EncoderConfig(width=32, depth=1, heads=4, mlp=64)
+
+
+@pytest.fixture(scope="module")
+def siglip(tmp_path_factory):
+  path = tmp_path_factory.mktemp("siglip")
+  config = transformers.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                           num_attention_heads=4, image_size=32, patch_size=8)
+  transformers.SiglipVisionModel(config).save_pretrained(path)
+  return path
+
+
+def _unbox(tree):
+  return jax.tree.map(lambda x: getattr(x, "value", x), tree, is_leaf=lambda x: hasattr(x, "value"))
+
+
+@pytest.mark.parametrize("method", texture.INFLATIONS)
+def test_inflated_tubelets_embed_a_static_clip_as_the_image(siglip, method):
+  tower, image_params = vision_hf.load(siglip)
+  cfg = texture.TextureConfig(dataclasses.replace(tower, class_token=False), num_frames=4, tubelet_frames=2,
+                              attention="factorised", checkpoint=str(siglip), inflation=method)
+  model = texture.TextureExpert(cfg)
+  params = _unbox(model.init(jax.random.key(0), np.zeros((1, 4, 32, 32, 3), np.float32))["params"])
+  inflated = texture.inflate(image_params, cfg)
+  params = {**params, **{k: v for k, v in inflated.items() if k != "encoder"}}
+  image = np.random.default_rng().normal(size=(2, 32, 32, 3)).astype(np.float32)
+  clip = np.repeat(image[:, None], 4, axis=1)
+  tubelets = model.apply({"params": params}, clip, method=texture.TextureExpert.embed_tubelets)
+  patches = vit.VisionTransformer(tower).apply({"params": image_params}, image,
+                                               method=lambda m, x: m.patch_embed(x))
+  assert tubelets.shape == (2, 2, 4, 4, 32)
+  for t in range(2):
+    np.testing.assert_allclose(np.asarray(tubelets[:, t]), np.asarray(patches), atol=1e-5)
+  # The inflated tree fits the module: every copied encoder leaf has its place and shape.
+  target = jax.tree_util.tree_flatten_with_path(params["encoder"])[0]
+  shapes = {jax.tree_util.keystr(k): v.shape for k, v in target}
+  for k, v in jax.tree_util.tree_flatten_with_path(inflated["encoder"])[0]:
+    assert shapes[jax.tree_util.keystr(k)] == v.shape
+
+
+def test_factorised_texture_starts_as_the_image_model_per_frame():
+  """Temporal attention starts at zero: frames do not mix at init, as in ViViT's init."""
+  cfg = texture.TextureConfig(vit.ViTConfig(_ENC, 32, 8), num_frames=4, tubelet_frames=1, attention="factorised")
+  model = texture.TextureExpert(cfg)
+  clip = np.random.default_rng().uniform(-1, 1, (1, 4, 32, 32, 3)).astype(np.float32)
+  params = _unbox(model.init(jax.random.key(1), clip)["params"])
+  assert "temporal_attn" in params["encoder"]["layers_0"]
+  out = model.apply({"params": params}, clip)
+  changed = clip.copy()
+  changed[:, 1:] = 0.0  # change every frame but the first
+  assert out.shape == (1, 16, 32)
+  # With time mixing off, frame 0's tokens do not depend on the other frames.
+  a = model.apply({"params": params}, clip, method=lambda m, x: m.encoder(
+      (m.embed_tubelets(vit.normalise(x, cfg.vit)) + m.space_embedding + m.time_embedding).reshape(1, 4, 16, 32)))
+  b = model.apply({"params": params}, changed, method=lambda m, x: m.encoder(
+      (m.embed_tubelets(vit.normalise(x, cfg.vit)) + m.space_embedding + m.time_embedding).reshape(1, 4, 16, 32)))
+  np.testing.assert_allclose(np.asarray(a[:, 0]), np.asarray(b[:, 0]), atol=1e-5)
+
+
+def test_structure_expert_on_one_frame_is_the_checkpoint_vit(siglip):
+  tower, image_params = vision_hf.load(siglip)
+  cfg = structure.StructureConfig(tower, str(siglip))
+  model = structure.StructureExpert(cfg)
+  frames = np.random.default_rng().uniform(-1, 1, (2, 1, 32, 32, 3)).astype(np.float32)
+  params = {"vit": image_params, "frame_embedding": np.zeros((1, 1, 1, 32), np.float32)}
+  got = model.apply({"params": params}, frames)
+  want = vit.VisionTransformer(tower).apply({"params": image_params}, vit.normalise(frames[:, 0], tower))
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", motion.POOLINGS)
+def test_motion_expert_gives_one_token_per_region(pooling):
+  cfg = motion.MotionConfig(_ENC, flow_size=32, patch=8, pooling=pooling)
+  flow = np.random.default_rng().normal(size=(2, 32, 32, 3)).astype(np.float32)
+  model = motion.MotionExpert(cfg)
+  params = model.init(jax.random.key(0), flow)
+  tokens, au_logits = model.apply(params, flow)
+  assert tokens.shape == (2, len(catalogue.REGIONS), 32) and au_logits.shape == (2, catalogue.NUM_AUS)
+  w = motion.region_weights(64, 8)
+  np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-6)
+  nose = w[catalogue.REGIONS.index("nose")].reshape(8, 8)
+  assert nose[:, :3].sum() == 0 and nose[:, 5:].sum() == 0  # the nose box is central
+
+
+def test_regions_follow_landmarks():
+  lm = dict(regions.CANONICAL_LANDMARKS)
+  for name, box in regions.region_boxes(lm).items():
+    assert box == pytest.approx(regions.REGION_BOXES[name])
+  lm["mouth"] = (0.0, 0.58)  # mouth 0.1 lower
+  lm["brow"] = (-0.57, -0.42)  # brows 1.5 times wider apart
+  boxes = regions.region_boxes(lm)
+  assert boxes["mouth"][1] == pytest.approx(regions.REGION_BOXES["mouth"][1] + 0.1)
+  assert boxes["brows"][0] == pytest.approx(regions.REGION_BOXES["brows"][0] * 1.5)
+  assert regions.region_masks(32, landmarks=lm).shape == (len(catalogue.REGIONS), 32, 32)
+  px = {k: regions.to_pixels(np.asarray(v), 64) for k, v in lm.items()}
+  assert regions.landmarks_from_pixels(px, 64)["mouth"] == pytest.approx(lm["mouth"])
+
+
+def test_motion_words():
+  assert words.direction(0.0, -1.0) == "up"
+  assert words.direction(1.0, 0.1, "left") == "inward" and words.direction(1.0, 0.1, "right") == "outward"
+  assert words.direction(-0.6, -0.8, "left") == "up and outward"
+  assert words.direction(1.0, 0.0, "centre") == "sideways"
+  assert [words.strength(a, 0.1) for a in (0.4, 1.0, 2.0)] == ["slightly", "clearly", "strongly"]
+  for au in catalogue.AUS:  # "<region> <motion>" never repeats the region ("brows brows lower")
+    text = answers.Cue(au.region, words.au_motion(au, "left", "clearly"), au.number).text()
+    assert text.split()[1] != au.region and au.region not in au.motion.split()[:1], text
+    assert answers.parse_answer(answers.format_answer(answers.Answer((answers.Cue(au.region, au.motion, au.number),),
+                                                                     "x", "y."))).cues[0].au == au.number
+
+
+def test_interpretation_arrays_and_figure(tmp_path):
+  from deft_jax import cli  # pylint: disable=import-outside-toplevel
+  from deft_jax.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+  from deft_jax.eval import explain_plot  # pylint: disable=import-outside-toplevel
+  from deft_jax.models import deft, interpret  # pylint: disable=import-outside-toplevel
+  from deft_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  cfg = cli.load_config(["--config", "configs/synthetic.py:tiny"])
+  tokenizer_lib.train_tokenizer(tmp_path / "tok", cfg.data.tokenizer_vocab)
+  model = state_lib.make_model(cfg, tokenizer_lib.load_tokenizer(tmp_path / "tok"))
+  rng = np.random.default_rng()
+  batch = deft.init_batch(model.config, 2, 8)
+  batch = {**batch, "flow": rng.normal(size=batch["flow"].shape).astype(np.float32),
+           "clip": rng.integers(0, 255, batch["clip"].shape, dtype=np.uint8)}
+  params = model.init(jax.random.key(0), batch)["params"]
+  full, drops = interpret.expert_contributions(model, params, batch)
+  assert full.shape == (2, 3) and set(drops) == {"structure", "texture", "motion"}
+  assert all(d.shape == (2,) and np.all(np.abs(d) <= 1) for d in drops.values())
+  scores = interpret.region_scores(model, params, batch)
+  assert scores.shape == (2, len(catalogue.REGIONS)) and np.allclose(scores.sum(-1), 1.0, atol=1e-5)
+  explain_plot.region_figure(batch["clip"][0, -1], batch["flow"][0, ..., :2], scores[0], tmp_path / "face.png",
+                             title="test", contributions={k: float(v[0]) for k, v in drops.items()})
+  assert (tmp_path / "face.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
