@@ -85,6 +85,11 @@ def _build(args, rest):
   print(f"{args.name}: {', '.join(f'{k}={v.num_examples}' for k, v in b.info.splits.items())} in {b.data_dir}")
 
 
+def _tfds(args, rest):
+  from deft_jax.data import tfds_cli  # pylint: disable=import-outside-toplevel
+  tfds_cli.main([args.tfds_command, *rest])
+
+
 def _no_rest(rest):
   if rest:
     raise ConfigError(f"unexpected arguments: {' '.join(rest)}")
@@ -145,6 +150,9 @@ def main(argv=None) -> int:
   p.add_argument("--manual_dir", default=None)
   p.add_argument("--data_dir", default=None)
   p.set_defaults(run=_build)
+  p = sub.add_parser("tfds", help="TFDS's `tfds build` (same flags), without TensorFlow", add_help=False)
+  p.add_argument("tfds_command", help="build")
+  p.set_defaults(run=_tfds)
   p = sub.add_parser("score", help="re-score a prediction log (dataset,subject,clip,truth,prediction CSV)")
   p.add_argument("log")
   p.add_argument("--scheme", default="composite", help="class scheme of the log (deft_jax/facs/emotions.py)")

@@ -5,6 +5,7 @@ Builds run once per module (TV-L1 compiles once per crop size); tests read the r
 """
 
 import dataclasses
+import importlib.util
 import json
 import pathlib
 
@@ -19,6 +20,7 @@ from data_builders.casme3 import casme3_dataset_builder as casme3
 from data_builders.megc2019 import megc2019_dataset_builder as megc2019
 from data_builders.samm import samm_dataset_builder as samm
 from data_builders.smic import smic_dataset_builder as smic
+from deft_jax import cli
 from deft_jax.data import build, faces, features, manual, synthetic
 from deft_jax.facs import catalogue
 
@@ -255,6 +257,15 @@ def test_casme2_sheet_without_a_column_stops_the_build(casme2_dir, tmp_path):
   write_sheet(root / "CASME2-coding-20140508.xlsx", CASME2_HEADER[:-1], [[1, "EP01_01f", 46, 48, 53, "4"]])
   with pytest.raises(build.DatasetError, match=r"CASME2-coding-20140508.xlsx.*lacks \['emotion'\]"):
     build_with(casme2.Builder, root, tmp_path / "data")
+
+
+def test_tfds_build_command_without_tensorflow(casme2_dir, casme2_built, tmp_path):
+  assert importlib.util.find_spec("tensorflow") is None  # the point: TFDS's build, no TensorFlow
+  folder = pathlib.Path(__file__).parents[1] / "data_builders" / "casme2"
+  assert cli.main(["tfds", "build", str(folder), f"--manual_dir={casme2_dir[0]}", f"--data_dir={tmp_path}"]) == 0
+  built = tfds.builder_from_directory(str(next((tmp_path / "casme2").glob("*/*"))))
+  assert built.info.file_format.value == "array_record"
+  assert set(records(built)) == set(casme2_built[1])
 
 
 def test_prepare_builds_a_named_config(casme2_dir, tmp_path):
