@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from deft_jax.data import answers, build, pipeline, tokenizer as tokenizer_lib
+from deft_jax.data import answers, build, pipeline, synthetic, tokenizer as tokenizer_lib
 from deft_jax.facs import catalogue, dual_constraint, evidence, regions
 
 
@@ -20,12 +20,12 @@ def _records(builder):
   return [s[i] for s in builder.as_data_source().values() for i in range(len(s))]
 
 
-def _bump_flow(size, number, amplitude, head=(0.0, 0.0)):
-  """An exact flow of one AU on both halves plus a head shift, as synthetic_me renders it."""
+def _bump_flow(size, number, amplitude, head=(0.0, 0.0), half="both"):
+  """An exact flow of one AU on an image half (or both) plus a head shift, as synthetic_me renders it."""
   grid = evidence.canonical_grid(size)
   flow = np.zeros((size, size, 2)) + np.asarray(head)
   au = catalogue.au(number)
-  for centre, direction in regions.au_sites(au, None, "both"):
+  for centre, direction in regions.au_sites(au, None, half):
     bump = np.exp(-((grid[..., 0] - centre[0]) ** 2 + (grid[..., 1] - centre[1]) ** 2) / (2 * au.spread ** 2))
     flow += amplitude * bump[..., None] * np.asarray(direction) / np.hypot(*direction)
   return flow
@@ -42,6 +42,36 @@ def test_evidence_names_the_au_that_moved_and_not_its_neighbours():
   assert got.regions["brows"].magnitude > got.regions["chin"].magnitude
   # The opposite motion (brows pushed down) is no evidence for AU1.
   assert m(_bump_flow(48, 1, -1.5)).au_amplitude()[catalogue.au_index(1)] < 0.05
+
+
+def test_sides_are_the_subjects_own():
+  """FACS's "L12" is the subject's left: the image-right half of a frontal, unmirrored face."""
+  assert regions.image_half("left") == "right" and regions.subject_side("right") == "left"
+  measurer = evidence.Measurer(48)
+  i = catalogue.au_index(12)
+  for half, subject_side in (("right", "left"), ("left", "right"), ("both", "both")):
+    m = measurer(_bump_flow(48, 12, 2.0, half=half))
+    assert m.side(i) == subject_side, half
+    labels = np.zeros(catalogue.NUM_AUS, np.uint8)
+    labels[i] = 1
+    cue, = answers.measured_cues(dual_constraint.check(labels, m), m)
+    assert cue.motion.endswith("" if subject_side == "both" else f" on the {subject_side} side"), cue.motion
+  clip = _left_au_clip()  # its label's "L" moves the image-right half, measured as the left
+  m = measurer(clip["flow"])
+  for token in clip["au_string"].split("+"):
+    if token.startswith("L"):
+      assert m.side(catalogue.au_index(int(token[1:]))) == "left", clip["au_string"]
+
+
+def _left_au_clip():
+  """A synthetic clip labelled with a left-only AU (its generator's own convention)."""
+  rng = np.random.default_rng()
+  subject = synthetic.make_subject("s1", rng)
+  for _ in range(200):
+    clip = synthetic.make_clip(subject, "contempt", synthetic.SOURCES["samm"], rng, num_frames=6, size=48)
+    if "L" in clip["au_string"]:
+      return clip
+  raise AssertionError("no left-only AU in 200 contempt clips")
 
 
 def test_dual_constraint_verdicts():

@@ -58,8 +58,8 @@ def _configs():
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Source clips + dual-constraint verdicts + instruction/answer pairs."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "Cue sides name the subject's side (FACS), not the image half."}
   BUILDER_CONFIGS = _configs()
   DEFAULT_CONFIG_NAME = "synthetic_small"
   MANUAL_DOWNLOAD_INSTRUCTIONS = ("Only for a real source that is not built yet: that dataset's own "

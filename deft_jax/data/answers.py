@@ -17,7 +17,7 @@ import re
 import numpy as np
 
 from deft_jax.data import features
-from deft_jax.facs import catalogue, emotions, words
+from deft_jax.facs import catalogue, emotions, regions, words
 
 # The "recognise" task; INSTRUCTIONS[0] is the prompt of every evaluation.
 INSTRUCTIONS = (
@@ -127,7 +127,7 @@ def measured_cues(verdict, m) -> tuple[Cue, ...]:
       if verdict.confirmed[i]:
         out.append(Cue(region, words.au_motion(au, side, adverb), au.number))
       else:
-        half = "centre" if not au.bilateral else ("right" if side == "right" else "left")
+        half = "centre" if not au.bilateral else ("right" if regions.image_half(side) == "right" else "left")
         way = words.direction(*au.unit_direction(half), half=half)
         out.append(Cue(region, words.observed_motion(region, way, adverb, side), None))
   return tuple(out)

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 
 from deft_jax.facs import catalogue, emotions
 
-# AU side codes in `au_side`.
+# AU side codes in `au_side`: the subject's own side, as FACS and the datasets' sheets write it.
 SIDE_NONE, SIDE_BOTH, SIDE_LEFT, SIDE_RIGHT = 0, 1, 2, 3
 
 

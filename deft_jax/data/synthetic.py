@@ -200,7 +200,7 @@ def make_clip(subject: Subject, emotion: str, capture: Capture, rng: np.random.G
     # Keep the bump invertible (|grad D| < 1): amplitude below the spread.
     amp = min(amp_px / px_per_unit, 0.9 * unit.spread)
     intensities[a] = int(np.clip(np.ceil(amp * px_per_unit / capture.amplitude[1] * 5), 1, 5))
-    side = "left" if a.endswith("L") else "both"
+    side = regions.image_half("left") if a.endswith("L") else "both"  # "L12": the subject's left
     for centre, direction in regions.au_sites(unit, subject.landmarks, side):
       sites.append((centre, direction, amp, unit.spread))
 

@@ -66,14 +66,14 @@ class Measurement:
     return self.amplitude.max(axis=1)
 
   def side(self, index: int, ratio: float = 3.0) -> str:
-    """"left"/"right" when one half moves `ratio` times more than the other, else "both"."""
+    """The subject's "left"/"right" when one image half moves `ratio` times more, else "both"."""
     left, right = self.amplitude[index]
     if not catalogue.AUS[index].bilateral:
       return "both"
     if left > ratio * right:
-      return "left"
+      return regions.subject_side("left")
     if right > ratio * left:
-      return "right"
+      return regions.subject_side("right")
     return "both"
 
 

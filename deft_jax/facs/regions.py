@@ -39,6 +39,18 @@ def mirror(point: tuple[float, float]) -> tuple[float, float]:
   return (-point[0], point[1])
 
 
+def image_half(subject_side: str) -> str:
+  """The image half on which a subject's side shows ("both" stays "both").
+
+  FACS's L/R, and the datasets' AU sheets, name the subject's own side, which a frontal,
+  unmirrored camera shows on the opposite half of the image. The map is its own inverse.
+  """
+  return {"left": "right", "right": "left"}.get(subject_side, subject_side)
+
+
+subject_side = image_half  # image half -> the subject's side
+
+
 def au_sites(au: catalogue.ActionUnit, landmarks=None, side: str = "both"):
   """Yields (centre, direction) of an AU's skin displacement, per face half.
 
