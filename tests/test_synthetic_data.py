@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from sklearn import linear_model, metrics, model_selection
 
-from data_builders.synthetic_me import synthetic_me_dataset_builder as smd
 from deft_jax.data import build, synthetic
 from deft_jax.facs import catalogue
 

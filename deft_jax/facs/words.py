@@ -7,13 +7,10 @@ faint but clean motion and a large but noisy one are told apart the same way on 
 dataset.
 """
 
-import numpy as np
-
 from deft_jax.facs import catalogue
 
 # Regions named by a plural noun take a plural verb ("brows move", "mouth moves").
 PLURAL_REGIONS = frozenset({"brows", "eyes", "cheeks"})
-MIDLINE_REGIONS = frozenset({"nose", "mouth", "chin"})
 
 # Signal-to-noise bands: below the first a confirmed motion is "slight", above the second
 # "strong". The lowest confirmed motion sits at the dual constraint's own threshold.
@@ -70,9 +67,3 @@ def au_motion(au: catalogue.ActionUnit, side: str = "both", adverb: str | None =
 def observed_motion(region: str, direction_words: str, adverb: str, side: str = "both") -> str:
   """Motion words for a motion no AU label names: "clearly move up and inward"."""
   return f"{adverb} {_verb(region, 'move')} {direction_words}{side_words(side)}"
-
-
-def au_direction_words(au: catalogue.ActionUnit) -> str:
-  """The direction of an AU's motion in words, as seen on the image-left half."""
-  half = "centre" if not au.bilateral else "left"
-  return direction(*np.asarray(au.direction, np.float64), half=half)

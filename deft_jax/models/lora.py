@@ -105,11 +105,6 @@ def split(params) -> tuple[Any, Any]:
   return _nest(base), _nest(adapter)
 
 
-def combine(base, adapter):
-  """Inverse of `split`."""
-  return _nest({**_flat(base), **_flat(adapter)})
-
-
 def freeze(tx: optax.GradientTransformation, trainable: str = "lora_") -> optax.GradientTransformation:
   """Applies `tx` to leaves whose path matches `trainable` (re.search); others get zero updates.
 
