@@ -126,8 +126,8 @@ def test_motion_words():
 def test_interpretation_arrays_and_figure(tmp_path):
   from deft_jax import cli  # pylint: disable=import-outside-toplevel
   from deft_jax.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
-  from deft_jax.eval import explain_plot  # pylint: disable=import-outside-toplevel
-  from deft_jax.models import deft, interpret  # pylint: disable=import-outside-toplevel
+  from deft_jax.eval import evaluate, experts, plots  # pylint: disable=import-outside-toplevel
+  from deft_jax.models import deft  # pylint: disable=import-outside-toplevel
   from deft_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
   cfg = cli.load_config(["--config", "configs/synthetic.py:tiny"])
   tokenizer_lib.train_tokenizer(tmp_path / "tok", cfg.data.tokenizer_vocab)
@@ -137,11 +137,13 @@ def test_interpretation_arrays_and_figure(tmp_path):
   batch = {**batch, "flow": rng.normal(size=batch["flow"].shape).astype(np.float32),
            "clip": rng.integers(0, 255, batch["clip"].shape, dtype=np.uint8)}
   params = model.init(jax.random.key(0), batch)["params"]
-  full, drops = interpret.expert_contributions(model, params, batch)
+  full = np.asarray(evaluate.probabilities(model, params, batch))
+  drops = experts.drops(full, {e: np.asarray(evaluate.probabilities(model, params, batch, (e,)))
+                               for e in model.config.experts})
   assert full.shape == (2, 3) and set(drops) == {"structure", "texture", "motion"}
   assert all(d.shape == (2,) and np.all(np.abs(d) <= 1) for d in drops.values())
-  scores = interpret.region_scores(model, params, batch)
+  scores = experts.region_scores(model, params, batch)
   assert scores.shape == (2, len(catalogue.REGIONS)) and np.allclose(scores.sum(-1), 1.0, atol=1e-5)
-  explain_plot.region_figure(batch["clip"][0, -1], batch["flow"][0, ..., :2], scores[0], tmp_path / "face.png",
-                             title="test", contributions={k: float(v[0]) for k, v in drops.items()})
+  plots.region_figure(batch["clip"][0, -1], batch["flow"][0, ..., :2], scores[0], tmp_path / "face.png",
+                      title="test", contributions={k: float(v[0]) for k, v in drops.items()})
   assert (tmp_path / "face.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,14 +1,18 @@
-"""What each expert contributes: the model's answer with that expert left out of the prefix.
+"""What each expert contributes, and where the motion expert puts its signal.
 
 An expert's contribution to a clip is the drop in the probability of the class the full model
-predicts when the expert's tokens (and markers) are removed; negative means the class got
-likelier without it. Over a labelled set, the scores of the model without it are the
-inference-time ablation.
+predicts when the expert's tokens (and markers) are removed (DeftModel(drop=...)); negative
+means the class got likelier without it. Over a labelled set, the scores of the model without
+it are the inference-time ablation. A region's score is its share of the motion expert's
+projected token norm: how much each region's token moves the LLM's input. Gradient-free and
+cheap, it says where the motion expert puts its signal, not how the LLM uses it.
 """
 
+import jax.numpy as jnp
 import numpy as np
 
 from deft_jax.eval import metrics
+from deft_jax.models import deft
 
 
 def drops(probs: np.ndarray, without: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -31,3 +35,12 @@ def summarize(probs: np.ndarray, without: dict[str, np.ndarray], truth, classes)
         "uar_without": s["uar"],
     }
   return out
+
+
+def region_scores(model: deft.DeftModel, params, batch) -> np.ndarray:
+  """(B, R) shares (summing to 1) of the motion tokens' norms, R in catalogue.REGIONS order."""
+  if "motion" not in model.config.experts:
+    raise ValueError("region scores need the motion expert; this model has none")
+  _, aux = model.apply({"params": params}, batch, method=deft.DeftModel.encode)
+  norms = jnp.linalg.norm(aux["tokens"]["motion"].astype(jnp.float32), axis=-1)
+  return np.asarray(norms / jnp.maximum(norms.sum(-1, keepdims=True), 1e-9))

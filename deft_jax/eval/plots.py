@@ -9,7 +9,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from deft_jax.facs import regions  # pylint: disable=g-import-not-at-top,wrong-import-position
+from deft_jax.facs import catalogue, regions  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+SCORE_CMAP = plt.cm.autumn  # region scores: red (low) to yellow (high), visible on any skin
 
 
 def _save(fig, path) -> None:
@@ -95,6 +97,56 @@ def flow_colour(flow: np.ndarray, scale: float | None = None) -> np.ndarray:
   return matplotlib.colors.hsv_to_rgb(hsv)
 
 
+def _outline_regions(ax, size: int, scores: np.ndarray | None = None) -> None:
+  """Each face region's outline and name; coloured by `scores` (R,) when given, else one colour each."""
+  top = max(float(np.max(scores)), 1e-9) if scores is not None else 1.0
+  for i, (name, mask) in enumerate(zip(catalogue.REGIONS, regions.region_masks(size))):
+    if scores is None:
+      colour, width, label, box = plt.cm.tab10(i), 1, name, None
+    else:
+      colour, width, label = SCORE_CMAP(scores[i] / top), 1 + 3 * scores[i] / top, f"{name} {scores[i]:.2f}"
+      box = {"facecolor": "black", "alpha": 0.4, "pad": 1, "linewidth": 0}
+    ax.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=width)
+    y, x = np.argwhere(mask)[0]
+    ax.text(x + 1, y + 1, label, color=colour, fontsize=7, va="top", bbox=box)
+
+
+def _flow_arrows(ax, flow: np.ndarray, colour: str, width: float) -> float:
+  """Flow (S, S, 2) as arrows on a 16 x 16 grid, the longest one grid step long; returns it (px)."""
+  size = flow.shape[0]
+  step = max(1, size // 16)
+  ys, xs = np.mgrid[step // 2:size:step, step // 2:size:step]
+  u, v = flow[ys, xs, 0], flow[ys, xs, 1]
+  longest = float(np.hypot(u, v).max())
+  ax.quiver(xs, ys, u, v, color=colour, angles="xy", scale_units="xy", scale=max(longest / step, 1e-6), width=width)
+  return longest
+
+
+def region_figure(face: np.ndarray, flow: np.ndarray, scores: np.ndarray, path, title: str = "",
+                  contributions: dict[str, float] | None = None) -> None:
+  """`face` (S, S, 3) with each region outlined in the colour of its motion-expert score (R,),
+  flow (S, S, 2) as arrows, and optionally each expert's contribution as text."""
+  scores = np.asarray(scores, np.float64)
+  if scores.shape != (len(catalogue.REGIONS),):
+    raise ValueError(f"scores of shape {scores.shape}; expected one per region {catalogue.REGIONS}")
+  size = face.shape[0]
+  fig, ax = plt.subplots(figsize=(5.2, 5.6))
+  ax.imshow(face, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
+  _outline_regions(ax, size, scores)
+  longest = _flow_arrows(ax, flow, "cyan", 0.005)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  label = f"region share of the motion expert's tokens; flow up to {longest:.2f} px"
+  if contributions:
+    label += "\nexpert contribution (drop in p): " + ", ".join(f"{k} {v:+.3f}" for k, v in contributions.items())
+  ax.set_xlabel(label, fontsize=8)
+  ax.set_title(title, fontsize=10)
+  top = max(float(scores.max()), 1e-9)
+  fig.colorbar(plt.cm.ScalarMappable(cmap=SCORE_CMAP, norm=matplotlib.colors.Normalize(0, top)), ax=ax,
+               fraction=0.046, pad=0.02)
+  _save(fig, path)
+
+
 def prediction(onset: np.ndarray, apex: np.ndarray, flow: np.ndarray, probs: dict[str, float],
                drops: dict[str, float], title: str, answer: str, path) -> None:
   """The onset face with region outlines, onset->apex flow over the apex face, class
@@ -102,22 +154,13 @@ def prediction(onset: np.ndarray, apex: np.ndarray, flow: np.ndarray, probs: dic
   fig, axes = plt.subplots(1, 4, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.9, 0.9]})
   ax = axes[0]
   ax.imshow(onset)
-  masks = regions.region_masks(onset.shape[0])
-  for i, (name, mask) in enumerate(zip(regions.REGION_BOXES, masks)):
-    colour = plt.cm.tab10(i)
-    ax.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=1)
-    y, x = np.argwhere(mask)[0]
-    ax.text(x + 1, y + 1, name, color=colour, fontsize=7, va="top")
+  _outline_regions(ax, onset.shape[0])
   ax.set_title("onset, face regions", fontsize=9)
   ax = axes[1]
   size = flow.shape[0]
   ax.imshow(apex, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
   ax.imshow(flow_colour(flow), alpha=0.45, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
-  step = max(1, size // 16)
-  ys, xs = np.mgrid[step // 2:size:step, step // 2:size:step]
-  u, v = flow[ys, xs, 0], flow[ys, xs, 1]
-  ax.quiver(xs, ys, u, v, color="white", angles="xy", scale_units="xy",
-            scale=max(float(np.hypot(u, v).max()) / step, 1e-6), width=0.006)
+  _flow_arrows(ax, flow, "white", 0.006)
   ax.set_title(f"apex, onset->apex flow (max {np.hypot(flow[..., 0], flow[..., 1]).max():.2f} px)", fontsize=9)
   for a in axes[:2]:
     a.set_xticks([])

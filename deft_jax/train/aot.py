@@ -201,8 +201,8 @@ def compile_step(cfg, topology_name: str, model_name: str, *, batch: int | None 
   seconds = time.time() - start
   mem = compiled.memory_analysis()
   params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))
-  labels = jax.tree.leaves(optimizer_lib.param_labels(abstract.params, tuple(cfg.optim.frozen)))
-  trainable = sum(math.prod(x.shape) for x, l in zip(jax.tree.leaves(abstract.params), labels) if l == "train")
+  trainable_params, _ = optimizer_lib.split_trainable(abstract.params, tuple(cfg.optim.frozen))
+  trainable = sum(math.prod(x.shape) for x in trainable_params.values())
   peak = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
   return {
       "topology": topology_name, "platform": platform,

@@ -14,7 +14,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import safetensors.numpy
-from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from deft_jax.train import optimizer as optimizer_lib
@@ -66,8 +65,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iter):
 
 def trainable(params, frozen: tuple[str, ...]) -> dict:
   """{"a/b/c": array} of the leaves the optimizer trains, gathered whole onto every host."""
-  labels = traverse_util.flatten_dict(optimizer_lib.param_labels(params, frozen), sep="/")
-  flat = {k: v for k, v in traverse_util.flatten_dict(params, sep="/").items() if labels[k] == "train"}
+  flat, _ = optimizer_lib.split_trainable(params, frozen, sep="/")
   return {k: np.asarray(v) for k, v in multihost_utils.process_allgather(flat, tiled=True).items()}
 
 

@@ -14,6 +14,14 @@ def param_labels(params, frozen: tuple[str, ...]):
       {k: "frozen" if any(p.search(k) for p in patterns) else "train" for k in flat}, sep="/")
 
 
+def split_trainable(params, frozen: tuple[str, ...], sep: str | None = None) -> tuple[dict, dict]:
+  """(trainable, frozen) flat {path: leaf} dicts; paths are tuples, or joined by `sep`."""
+  labels = traverse_util.flatten_dict(param_labels(params, frozen), sep=sep)
+  flat = traverse_util.flatten_dict(params, sep=sep)
+  return ({k: v for k, v in flat.items() if labels[k] == "train"},
+          {k: v for k, v in flat.items() if labels[k] != "train"})
+
+
 def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
   """`optax.multi_transform` + `set_to_zero` keeps frozen weights bit-exact and stateless
   (a bare `optax.masked` would let their raw gradients through)."""

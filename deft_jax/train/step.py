@@ -15,14 +15,6 @@ from flax import traverse_util
 from deft_jax.train import losses, optimizer as optimizer_lib, sharding
 
 
-def _split(params, frozen):
-  """(trainable, frozen) flat {path: leaf} dicts."""
-  labels = traverse_util.flatten_dict(optimizer_lib.param_labels(params, frozen))
-  flat = traverse_util.flatten_dict(params)
-  return ({k: v for k, v in flat.items() if labels[k] == "train"},
-          {k: v for k, v in flat.items() if labels[k] != "train"})
-
-
 def micro_batches(batch, k: int, mesh, rules):
   """(B, ...) -> (k, B / k, ...) with micro-batch i holding rows i, i + k, ... (no data moves)."""
   def split(x):
@@ -48,7 +40,7 @@ def make_train_step(model, weights, state_shardings, mesh, *, grad_accum_steps: 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def step(state, batch, rng):
-    train_params, frozen_params = _split(state.params, frozen)
+    train_params, frozen_params = optimizer_lib.split_trainable(state.params, frozen)
     if k == 1:
       (total, terms), grads = grad_fn(train_params, frozen_params, batch, rng, None)
     else:

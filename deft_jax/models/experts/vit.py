@@ -62,12 +62,9 @@ class VisionTransformer(nn.Module):
     c, dt, pdt = self.config, self.dtype, self.param_dtype
     width = c.encoder.width
     self.patch_embed = encoder_lib.patch_conv(width, (c.patch, c.patch), dt, pdt, "patch_embed", c.patch_bias)
-    self.position_embedding = self.param(
-        "position_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
-        (c.num_positions, width), pdt)
+    self.position_embedding = encoder_lib.position_embedding(self, "position_embedding", (c.num_positions, width))
     if c.class_token:
-      self.class_embedding = self.param(
-          "class_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed",)), (width,), pdt)
+      self.class_embedding = encoder_lib.position_embedding(self, "class_embedding", (width,))
     if c.pre_norm:
       self.pre_layernorm = encoder_lib.layer_norm(c.encoder.layer_norm_eps, dt, pdt, "pre_layernorm")
     self.encoder = encoder_lib.Encoder(c.encoder, dt, pdt, final_norm=c.final_norm, name="encoder")
