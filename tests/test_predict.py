@@ -16,6 +16,7 @@ import pytest
 from deft_jax import cli
 from deft_jax.data import synthetic
 from deft_jax.eval import score
+from deft_jax.facs import catalogue
 
 SIZE = 96  # the video's frames; the tiny model reads 64 px, so crops are resized
 
@@ -83,6 +84,7 @@ def test_predict_a_video(workdir, clip, tmp_path, capsys):
   for e in p["experts"].values():
     assert e["drop"] == pytest.approx(p["probabilities"][p["emotion"]] - e["probabilities"][p["emotion"]], abs=1e-6)
   assert "text" in p["answer"] and ("error" in p["answer"]) != ("emotion" in p["answer"])
+  assert list(p["regions"]) == list(catalogue.REGIONS) and sum(p["regions"].values()) == pytest.approx(1, abs=1e-5)
   _png(tmp_path / "prediction.png", (300, 800))
 
 

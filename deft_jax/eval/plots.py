@@ -148,14 +148,17 @@ def region_figure(face: np.ndarray, flow: np.ndarray, scores: np.ndarray, path, 
 
 
 def prediction(onset: np.ndarray, apex: np.ndarray, flow: np.ndarray, probs: dict[str, float],
-               drops: dict[str, float], title: str, answer: str, path) -> None:
-  """The onset face with region outlines, onset->apex flow over the apex face, class
-  probabilities, and each expert's contribution (drop in p(predicted class) without it)."""
+               drops: dict[str, float], title: str, answer: str, path,
+               region_scores: np.ndarray | None = None) -> None:
+  """The onset face with region outlines (coloured by the motion expert's region scores when
+  given), onset->apex flow over the apex face, class probabilities, and each expert's
+  contribution (drop in p(predicted class) without it)."""
   fig, axes = plt.subplots(1, 4, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.9, 0.9]})
   ax = axes[0]
   ax.imshow(onset)
-  _outline_regions(ax, onset.shape[0])
-  ax.set_title("onset, face regions", fontsize=9)
+  _outline_regions(ax, onset.shape[0], region_scores)
+  ax.set_title("onset, face regions" + ("\n(share of the motion expert's tokens)" if region_scores is not None else ""),
+               fontsize=9)
   ax = axes[1]
   size = flow.shape[0]
   ax.imshow(apex, extent=(-0.5, size - 0.5, size - 0.5, -0.5))

@@ -21,7 +21,7 @@ import numpy as np
 
 from deft_jax.data import answers, faces, manual, pipeline
 from deft_jax.eval import answer_scores, evaluate, experts, plots, restore
-from deft_jax.facs import emotions
+from deft_jax.facs import catalogue, emotions
 from deft_jax.models import decoding, deft
 
 FACE_MODES = ("haar", "centre")
@@ -154,7 +154,10 @@ def predict(path, workdir, *, onset: int = 0, apex: int | None = None, offset: i
     apex, spotted = onset + position, "middle frame (no motion found)" if guess else "motion"
   numbers, _ = manual.sample_frames(onset, apex, offset, max(num_frames, 3))
   batch, flow = _example(trained, crops[size], crops[flow_size], numbers, apex)
-  probs, without, text = run_model(restore.restore_params(workdir, trained), batch)
+  trained = restore.restore_params(workdir, trained)
+  probs, without, text = run_model(trained, batch)
+  scores = (experts.region_scores(trained.model, trained.params, batch)[0]
+            if "motion" in trained.model.config.experts else None)
   classes = emotions.SCHEMES[trained.cfg.data.scheme]
   drops = {e: float(d[0]) for e, d in experts.drops(probs[None], {e: p[None] for e, p in without.items()}).items()}
   emotion = classes[int(probs.argmax())]
@@ -166,6 +169,7 @@ def predict(path, workdir, *, onset: int = 0, apex: int | None = None, offset: i
       "experts": {e: {"drop": drops[e], "probabilities": {c: float(p) for c, p in zip(classes, without[e])}}
                   for e in without},
       "answer": {"text": text, **answer_scores.parse(text)},
+      "regions": None if scores is None else {r: float(s) for r, s in zip(catalogue.REGIONS, scores)},
       "frames": len(names),
       "onset": {"index": onset, "name": names[onset]},
       "apex": {"index": apex, "name": names[apex], "spotted": spotted},
@@ -180,6 +184,6 @@ def predict(path, workdir, *, onset: int = 0, apex: int | None = None, offset: i
     json.dump(result, f, indent=2)
   plots.prediction(crops[flow_size][onset], crops[flow_size][apex], flow, result["probabilities"], drops,
                    f"{name}: {emotion} ({probs.max():.2f})", text,
-                   os.path.join(out_dir, "prediction.png"))
+                   os.path.join(out_dir, "prediction.png"), region_scores=scores)
   result["files"] = {k: os.path.join(out_dir, f"prediction.{k}") for k in ("json", "png")}
   return result
