@@ -43,9 +43,7 @@ def experts_on_test_set(workdir) -> tuple[dict, str] | None:
   b = build.builder(cfg.data.name, trainer.data_dir(cfg), cfg.data.manual_dir or None)
   if not b.is_prepared():
     return None
-  source = b.as_data_source()[cfg.data.test_split]
-  info = [c for c in pipeline.index_source(source, cfg.data.scheme) if c.label >= 0]
-  source = pipeline.Subset(source, [c.index for c in info])
+  _, source, info = trainer.select_records(cfg, b)  # the run's own test set (a LOSO fold too)
   preprocess = pipeline.Preprocess(trained.tokenizer, cfg.data.scheme, cfg.data.max_text_len, train=False)
   size = cfg.train.eval_batch_size
   probs = evaluate.predict(trained.model, trained.params, source, preprocess, size, trained.mesh)

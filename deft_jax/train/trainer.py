@@ -57,6 +57,11 @@ def load_tokenizer(cfg, workdir: str):
   return tokenizer_lib.load_tokenizer(path)
 
 
+def labelled(source, scheme: str) -> list:
+  """The clips of `source` that have a class in `scheme`."""
+  return [c for c in pipeline.index_source(source, scheme) if c.label >= 0]
+
+
 def pooled_records(cfg, builder):
   """The train and test splits as one source, and its labelled clips (for LOSO folds)."""
   splits = f"{cfg.data.train_split}+{cfg.data.test_split}"
@@ -64,7 +69,7 @@ def pooled_records(cfg, builder):
     source = builder.as_data_source(split=splits)
   except ValueError as e:
     raise build.DatasetError(f"{cfg.data.name}: cannot read splits {splits!r} ({e})") from None
-  return source, [c for c in pipeline.index_source(source, cfg.data.scheme) if c.label >= 0]
+  return source, labelled(source, cfg.data.scheme)
 
 
 def select_records(cfg, builder):
@@ -86,8 +91,7 @@ def select_records(cfg, builder):
     train_source = test_source = source
   else:
     train_source, test_source = sources[cfg.data.train_split], sources[cfg.data.test_split]
-    train_info = [c for c in pipeline.index_source(train_source, cfg.data.scheme) if c.label >= 0]
-    test_info = [c for c in pipeline.index_source(test_source, cfg.data.scheme) if c.label >= 0]
+    train_info, test_info = labelled(train_source, cfg.data.scheme), labelled(test_source, cfg.data.scheme)
   return (pipeline.Subset(train_source, [c.index for c in train_info]),
           pipeline.Subset(test_source, [c.index for c in test_info]), test_info)
 
