@@ -2,6 +2,7 @@
 
     deft-jax sweep --config configs/ablations.py --workdir /tmp/ablations
     deft-jax sweep --config configs/ablations.py:table --workdir /tmp/table   # 5 points x 3 seeds
+    deft-jax sweep --config configs/ablations.py:two_stage --workdir /tmp/two  # the same, DEFT's two stages
     deft-jax sweep --config configs/ablations.py:tiny --workdir /tmp/t
 
 Format read by the sweep runner (config fields beside the base job's):
@@ -12,12 +13,15 @@ Format read by the sweep runner (config fields beside the base job's):
          mean and spread over seeds.
 The base job is configs/stage2_synthetic.py (Uni-MER answers, all experts and loss terms on,
 LoRA rank 8); set train.init_from on the command line to start every point from one stage-1
-run, or leave it empty for single-stage runs. With loss.emotion = 0 the classifier head is
+run, or leave it empty for single-stage runs. "two_stage" gives each point its own stage 1
+(`stage1`: configs/stage1_synthetic.overrides on top of the point's overrides), so an expert or
+Uni-MER switched off is off in both stages, as DEFT trains. With loss.emotion = 0 the classifier head is
 not trained: score that point by its generated answers.
 """
 
 import ml_collections
 
+from configs import stage1_synthetic
 from configs import stage2_synthetic
 
 POINTS = (
@@ -45,10 +49,17 @@ TABLE = ("full", "no_structure", "no_texture", "no_motion", "label_answers")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """arg: "" (every point), "table" (TABLE's points) or "tiny" (every point, tiny job)."""
-  c = stage2_synthetic.get_config(None if arg == "table" else arg)
-  chosen = [p for p in POINTS if arg != "table" or p[0] in TABLE]
+  """arg: "" (every point), "table" (TABLE's points), "two_stage" (TABLE's points, each from its
+  own stage 1) or "tiny" (every point, tiny job)."""
+  variants = ("", "table", "two_stage", "tiny")
+  if (arg or "") not in variants:
+    raise ValueError(f"configs/ablations.py: unknown variant {arg!r}; use one of {variants}")
+  tabled = arg in ("table", "two_stage")
+  c = stage2_synthetic.get_config("tiny" if arg == "tiny" else None)
+  chosen = [p for p in POINTS if not tabled or p[0] in TABLE]
   with c.unlocked():
     c.sweep = tuple({"name": name, "overrides": dict(overrides)} for name, overrides in chosen)
     c.seeds = (0, 1, 2)
+    if arg == "two_stage":
+      c.stage1 = tuple(stage1_synthetic.overrides().items())
   return c

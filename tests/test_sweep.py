@@ -76,3 +76,42 @@ def test_sweep_writes_table_pools_loso_and_skips_finished_runs(tmp_path_factory,
   assert [t[:2] for t in trained] == [("full__seed1__fold1", 1)]
   assert set(trained[0][2]) == set(sweep.runs(_config(synthetic_tiny))[3]["config"]["data.holdout_subjects"])
   np.testing.assert_allclose([r["uf1"] for r in again], [float(r["uf1"]) for r in rows], atol=1e-4)
+
+
+def test_two_stage_sweep_trains_each_points_stage1_once_and_starts_every_seed_from_it(tmp_path, monkeypatch):
+  cfg = cli.load_config(["--config", "configs/ablations.py:two_stage"])
+  with cfg.unlocked():
+    cfg.sweep = tuple(p for p in cfg.sweep if p["name"] in ("full", "no_texture"))
+    cfg.seeds = (0, 1)
+  trained = []
+
+  def fake_train(run_cfg, workdir):
+    trained.append({"dir": os.path.basename(workdir), "seed": run_cfg.seed, "lora": run_cfg.model.lora.enabled,
+                    "texture": run_cfg.model.texture.enabled, "init_from": run_cfg.train.init_from,
+                    "frozen": tuple(run_cfg.optim.frozen)})
+    os.makedirs(workdir, exist_ok=True)
+    results = {"uf1": 0.5 + 0.1 * len(trained), "uar": 0.5, "accuracy": 0.5, "num_test_clips": 1}
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f)
+    return results
+
+  monkeypatch.setattr(trainer, "train", fake_train)
+  sweep.run(cfg, str(tmp_path))
+  assert [t["dir"] for t in trained] == ["full__stage1", "full__seed0", "full__seed1",
+                                         "no_texture__stage1", "no_texture__seed0", "no_texture__seed1"]
+  for t in trained:
+    stage1 = t["dir"].endswith("__stage1")
+    assert t["lora"] is not stage1 and (t["frozen"] == (r"^llm/",)) is stage1, t
+    assert t["texture"] is t["dir"].startswith("full"), t  # the ablation holds in both stages
+    point = t["dir"].split("__")[0]
+    assert t["init_from"] == ("" if stage1 else str(tmp_path / f"{point}__stage1")), t
+  # Stage-1 runs are not rows of the table, and a restart trains nothing again.
+  with open(tmp_path / "results.csv") as f:
+    assert not any("stage1" in row for row in f)
+  trained.clear()
+  sweep.run(cfg, str(tmp_path))
+  assert not trained
+  with pytest.raises(sweep.SweepError, match="config.stage1"):
+    with cfg.unlocked():
+      cfg.stage1 = ("model.lora.enabled",)
+    sweep.runs(cfg)

@@ -9,11 +9,21 @@ from deft_jax.data import answers, build, pipeline, synthetic, tokenizer as toke
 from deft_jax.facs import catalogue, dual_constraint, evidence, regions
 
 
+def _uni_mer(synthetic_tiny, name):
+  root = os.path.dirname(os.path.dirname(os.path.dirname(synthetic_tiny.data_dir)))
+  return build.prepare(name, root)
+
+
 @pytest.fixture(scope="module")
 def uni_mer(synthetic_tiny):
-  """uni_mer/synthetic_tiny_noisy_aus, in the session's TFDS folder (built once)."""
-  root = os.path.dirname(os.path.dirname(os.path.dirname(synthetic_tiny.data_dir)))
-  return build.prepare("uni_mer/synthetic_tiny_noisy_aus", root)
+  """uni_mer/synthetic_tiny_noisy_aus (the generator's exact flow), in the session's TFDS folder."""
+  return _uni_mer(synthetic_tiny, "uni_mer/synthetic_tiny_noisy_aus")
+
+
+@pytest.fixture(scope="module")
+def uni_mer_tvl1(synthetic_tiny):
+  """The same clips measured on TV-L1 flow from their frames, as on real corpora."""
+  return _uni_mer(synthetic_tiny, "uni_mer/synthetic_tiny_noisy_aus_tvl1")
 
 
 def _records(builder):
@@ -88,7 +98,9 @@ def test_dual_constraint_verdicts():
   assert cue.au is None and cue.region == "mouth" and "up and outward" in cue.motion
 
 
-def test_dual_constraint_recovers_the_true_aus_from_corrupted_labels(uni_mer):
+@pytest.mark.parametrize("flow", ["uni_mer", "uni_mer_tvl1"])
+def test_dual_constraint_recovers_the_true_aus_from_corrupted_labels(flow, request):
+  uni_mer = request.getfixturevalue(flow)
   records = _records(uni_mer)
   confirmed = np.stack([r["aus_confirmed"] for r in records]).astype(bool)
   labels = np.stack([r["aus"] for r in records]).astype(bool)

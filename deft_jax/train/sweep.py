@@ -11,6 +11,11 @@ Config fields beside the base job's (configs/ablations.py, configs/sweep_tiny.py
               k > 0: k folds of subjects (sorted, dealt round-robin). Every point (and seed)
               then runs once per fold with data.holdout_subjects set, on the pooled
               train + test splits.
+  stage1      optional tuple of ("a.b.c", value) pairs that turn a point's job into its
+              stage-1 job (configs/stage1_synthetic.overrides). Each point (and fold) then
+              first trains stage 1 in DIR/<name>__stage1[__<fold>], with the point's own
+              overrides and the config's seed, and every seed of the point starts from it
+              (train.init_from): an expert switched off is off in both stages.
 Each run trains in DIR/<name>[__seed<s>][__<fold>] and is skipped when its results.json
 exists, so a restarted sweep goes on where it stopped (an unfinished run resumes from its own
 checkpoint). DIR/results.csv and DIR/results.md list every run's overrides and scores; under
@@ -94,20 +99,37 @@ def configure(cfg, overrides: dict):
   return out
 
 
+def stage1_overrides(cfg) -> dict:
+  """config.stage1 as a dict ({} for single-stage sweeps)."""
+  pairs = cfg.get("stage1", ())
+  try:
+    return {field: value for field, value in pairs}
+  except (TypeError, ValueError):
+    raise SweepError(f"config.stage1: expected ('a.b.c', value) pairs, got {pairs!r}") from None
+
+
 def runs(cfg) -> list[dict]:
-  """Every run: point, overrides, seed, fold and its subjects, workdir name, full overrides."""
+  """Every run: point, overrides, seed, fold and its subjects, workdir name, full overrides, and
+  the stage-1 run it starts from (None in a single-stage sweep)."""
   seeds = tuple(cfg.get("seeds", ()))
   fold_list = folds(cfg)
+  first_stage = stage1_overrides(cfg)
   out = []
   for name, overrides in points(cfg):
     configure(cfg, overrides)  # fail on a bad field before anything trains
+    if first_stage:
+      configure(cfg, {**overrides, **first_stage})
     for seed in seeds or (None,):
       for fold, subjects in fold_list or [(None, ())]:
         group = name + (f"__seed{seed}" if seed is not None else "")
-        extra = {**({"seed": seed} if seed is not None else {}),
-                 **({"data.holdout_subjects": subjects} if fold else {})}
+        held_out = {"data.holdout_subjects": subjects} if fold else {}
+        stage1 = None
+        if first_stage:
+          stage1 = {"dir": f"{name}__stage1" + (f"__{fold}" if fold else ""),
+                    "config": {**overrides, **first_stage, **held_out}}
         out.append({"point": name, "overrides": overrides, "seed": seed, "fold": fold, "group": group,
-                    "dir": group + (f"__{fold}" if fold else ""), "config": {**overrides, **extra}})
+                    "dir": group + (f"__{fold}" if fold else ""), "stage1": stage1,
+                    "config": {**overrides, **({"seed": seed} if seed is not None else {}), **held_out}})
   return out
 
 
@@ -116,12 +138,12 @@ def run(cfg, workdir: str) -> list[dict]:
   workdir = trainer.prepare_workdir(workdir)
   plan = runs(cfg)
   for i, r in enumerate(plan):
-    path = os.path.join(workdir, r["dir"])
-    if os.path.exists(os.path.join(path, "results.json")):
-      _say(f"sweep {i + 1}/{len(plan)}: {r['dir']} finished, skipped")
-      continue
-    _say(f"sweep {i + 1}/{len(plan)}: {r['dir']}")
-    trainer.train(configure(cfg, r["config"]), path)
+    overrides = r["config"]
+    if r["stage1"]:
+      stage1 = os.path.join(workdir, r["stage1"]["dir"])
+      _train_unfinished(cfg, r["stage1"]["config"], stage1, f"sweep {i + 1}/{len(plan)}: {r['stage1']['dir']}")
+      overrides = {**overrides, "train.init_from": stage1}
+    _train_unfinished(cfg, overrides, os.path.join(workdir, r["dir"]), f"sweep {i + 1}/{len(plan)}: {r['dir']}")
   rows = [_row(r, _results(os.path.join(workdir, r["dir"]))) for r in plan]
   per_seed = {}  # the scores each (point, seed) is judged by: its run, or its pooled LOSO folds
   for group in dict.fromkeys(r["group"] for r in plan):
@@ -142,6 +164,14 @@ def run(cfg, workdir: str) -> list[dict]:
   if jax.process_index() == 0:
     write_table(rows, workdir)
   return rows
+
+
+def _train_unfinished(cfg, overrides: dict, path: str, label: str) -> None:
+  if os.path.exists(os.path.join(path, "results.json")):
+    _say(f"{label} finished, skipped")
+    return
+  _say(label)
+  trainer.train(configure(cfg, overrides), path)
 
 
 def pool(cfg, run_dirs: list[str], out_dir: str) -> dict:
