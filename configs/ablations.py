@@ -37,6 +37,9 @@ POINTS = (
     ("no_decorrelation", {"loss.decorrelation": 0.0}),
     # Plain label answers instead of Uni-MER's flow-confirmed ones (same records).
     ("label_answers", {"data.answers": "labels"}),
+    # Photometric jitter of the training clips (light, gain, colour balance; deft_jax/data/augment.py).
+    ("photometric", {"data.augment.brightness": 0.2, "data.augment.contrast": 0.2, "data.augment.colour": 0.1,
+                     "data.augment.grayscale": 0.2}),
     # LoRA rank (alpha scaled with it, keeping alpha / rank = 2).
     ("lora_rank_4", {"model.lora.rank": 4, "model.lora.alpha": 8.0}),
     ("lora_rank_16", {"model.lora.rank": 16, "model.lora.alpha": 32.0}),

@@ -36,6 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # LOSO: subjects held out for testing; then both splits pool into one set of records
       # (train_split + test_split) and training uses every other subject.
       holdout_subjects=(),
+      # Photometric jitter of training clips, one draw per clip (deft_jax/data/augment.py); 0: off.
+      augment=dict(brightness=0.0, contrast=0.0, colour=0.0, grayscale=0.0),
   )
 
   encoder = lambda width, depth: dict(width=width, depth=depth, heads=4, mlp=2 * width, dropout=0.0)

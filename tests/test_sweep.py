@@ -34,9 +34,9 @@ def test_grid_and_folds(synthetic_tiny):
     sweep.runs(_config(synthetic_tiny, "--config.loso_folds=99"))
   with pytest.raises(ValueError, match="holdout_subjects: no labelled clips of \\['nobody'\\]"):
     trainer.select_records(sweep.configure(cfg, {"data.holdout_subjects": ("nobody",)}), synthetic_tiny)
-  # The ablation grid of the project is in the same format: 12 points x 3 seeds.
+  # The ablation grid of the project is in the same format: 13 points x 3 seeds.
   ablations = sweep.runs(cli.load_config(["--config", "configs/ablations.py:tiny"]))
-  assert len(ablations) == 36 and ablations[3]["dir"] == "no_structure__seed0"
+  assert len(ablations) == 39 and ablations[3]["dir"] == "no_structure__seed0"
 
 
 def test_sweep_writes_table_pools_loso_and_skips_finished_runs(tmp_path_factory, tmp_path, synthetic_tiny,

@@ -17,7 +17,7 @@ import functools
 import grain
 import numpy as np
 
-from deft_jax.data import answers
+from deft_jax.data import answers, augment
 from deft_jax.facs import emotions
 
 
@@ -73,17 +73,22 @@ ANSWER_SOURCES = ("labels", "uni_mer")
 class Preprocess(grain.transforms.RandomMap):
   """One record -> one example of fixed shapes (numpy only, so it runs in grain workers)."""
 
-  def __init__(self, tokenizer, scheme: str, max_text_len: int, train: bool, answers: str = "labels"):
+  def __init__(self, tokenizer, scheme: str, max_text_len: int, train: bool, answers: str = "labels",
+               photometric: augment.Photometric = augment.Photometric()):
     if answers not in ANSWER_SOURCES:
       raise ValueError(f"data.answers must be one of {ANSWER_SOURCES}, got {answers!r}")
     self.tokenizer, self.scheme, self.train, self.answers = tokenizer, scheme, train, answers
+    self.photometric = photometric
     self.layout = TextLayout(max_text_len, tokenizer.pad_token_id, tokenizer.eos_token_id)
 
   def random_map(self, record, rng: np.random.Generator):
     if not self.train:
       return self.map_with(record, 0)
     choices = len(answers.INSTRUCTIONS) if self.answers == "labels" else len(_uni_mer_field(record, "instructions"))
-    return self.map_with(record, int(rng.integers(choices)))
+    instruction = int(rng.integers(choices))
+    if self.photometric.enabled:
+      record = {**record, "frames": self.photometric(record["frames"], rng)}
+    return self.map_with(record, instruction)
 
   def map_with(self, record, instruction: int):
     """`instruction` indexes answers.INSTRUCTIONS ("labels") or the record's pairs ("uni_mer")."""

@@ -15,7 +15,7 @@ import jax
 import tqdm
 from flax import traverse_util
 
-from deft_jax.data import build, pipeline, tokenizer as tokenizer_lib
+from deft_jax.data import augment, build, pipeline, tokenizer as tokenizer_lib
 from deft_jax.eval import evaluate
 from deft_jax.models import hf
 from deft_jax.train import checkpoint, init_from, preemption, sharding, state as state_lib
@@ -153,7 +153,7 @@ def train(cfg, workdir: str) -> dict:
   state, _ = init_from.initialise(cfg, state, model.config)  # vision checkpoints, a stage-1 run
 
   preprocess = pipeline.Preprocess(tokenizer, cfg.data.scheme, cfg.data.max_text_len, train=True,
-                                   answers=cfg.data.answers)
+                                   answers=cfg.data.answers, photometric=augment.Photometric(**cfg.data.augment))
   data_iter = iter(pipeline.dataset(train_source, preprocess, per_process, seed=cfg.seed, train=True,
                                     process_index=jax.process_index(), process_count=jax.process_count()))
   mngr = checkpoint.manager(workdir, cfg.train.keep_checkpoints)
