@@ -5,9 +5,10 @@
 
 Every llm/ parameter is frozen (embeddings and head too) and LoRA is off: the LLM's loss can
 only fall by what the expert tokens tell it, as in LLaVA's feature-alignment stage (Liu et al.
-2023). The data is Uni-MER built over synthetic_me with 30% of its AU labels corrupted and
-measured on TV-L1 flow, so the answers carry only flow-confirmed cues. Only the training split
-(training subjects) is read; the test split's subjects stay unseen for stage 2's evaluation.
+2023). The data is Uni-MER built over synthetic_me with skin folds, asynchronous AUs and 30%
+of its AU labels corrupted, measured on TV-L1 flow, so the answers carry only flow-confirmed
+cues. Only the training split (training subjects) is read; the test split's subjects stay
+unseen for stage 2's evaluation.
 
 Variants: "" (the small MEGC2019-shaped set) and "tiny" (seconds; for tests).
 """

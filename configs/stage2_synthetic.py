@@ -10,6 +10,11 @@ training subjects of the MEGC2019-shaped synthetic set with Uni-MER answers and 
 held-out subjects; the motion expert reads onset->apex TV-L1 flow measured from the frames, not
 the generator's exact flow. Without init_from it is the single-stage baseline.
 
+The set is synthetic_me's small_noisy_aus_folds: its clips carry, besides the motion, skin
+folds (fine shading at the apex) and AUs that peak before the apex, so each expert has
+something the others lack; the texture expert reads the clip at half resolution (32 px, 8-px
+tubelets: as many tokens), the structure expert the keyframes at 64 px.
+
 Variants: "" and "tiny" (for tests).
 """
 
@@ -25,7 +30,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   with c.unlocked():
     # The motion expert reads TV-L1 flow measured from the frames, as on every real corpus; the
     # tiny variant (tests) keeps the generator's exact flow and builds in a second.
-    c.data.name = "uni_mer/synthetic_tiny_noisy_aus" if tiny else "uni_mer/synthetic_small_noisy_aus_tvl1"
+    c.data.name = "uni_mer/synthetic_tiny_noisy_aus" if tiny else "uni_mer/synthetic_small_noisy_aus_folds_tvl1"
+    c.model.texture.image_size, c.model.texture.tubelet = 32, (2, 8, 8)
     c.data.answers = "uni_mer"
     c.data.max_text_len = 128
     c.loss.decorrelation = 0.1

@@ -147,3 +147,33 @@ def test_interpretation_arrays_and_figure(tmp_path):
   plots.region_figure(batch["clip"][0, -1], batch["flow"][0, ..., :2], scores[0], tmp_path / "face.png",
                       title="test", contributions={k: float(v[0]) for k, v in drops.items()})
   assert (tmp_path / "face.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_expert_reads_the_frames_at_its_own_size(tmp_path):
+  """Texture at 32 px beside structure at 64 px: the texture expert sees the antialiased
+  downscale of the 64-px clip, and its tokens are those it gives on that downscale directly."""
+  from deft_jax import cli  # pylint: disable=import-outside-toplevel
+  from deft_jax.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel
+  from deft_jax.models import deft  # pylint: disable=import-outside-toplevel
+  from deft_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  cfg = cli.load_config(["--config", "configs/synthetic.py:tiny", "--config.model.texture.image_size=32",
+                         "--config.model.texture.tubelet=(2, 8, 8)"])
+  tokenizer_lib.train_tokenizer(tmp_path / "tok", cfg.data.tokenizer_vocab)
+  model = state_lib.make_model(cfg, tokenizer_lib.load_tokenizer(tmp_path / "tok"))
+  batch = deft.init_batch(model.config, 2, 8)
+  assert batch["clip"].shape[2:4] == batch["keyframes"].shape[2:4] == (64, 64)  # the largest expert's size
+  rng = np.random.default_rng()
+  batch = {**batch, "clip": rng.integers(0, 256, batch["clip"].shape, dtype=np.uint8)}
+  params = model.init(jax.random.key(0), batch)["params"]
+  _, aux = model.apply({"params": params}, batch, method=model.encode)
+  pixels = batch["clip"].astype(np.float32) / 127.5 - 1.0
+  # An antialiased halving of a 64-px image is (nearly) the mean of each 2x2 block.
+  small = jax.image.resize(pixels, (2, 8, 32, 32, 3), "linear", antialias=True)
+  blocks = pixels.reshape(2, 8, 32, 2, 32, 2, 3).mean(axis=(3, 5))
+  assert np.abs(np.asarray(small) - blocks).mean() < 0.5 * np.abs(pixels[:, :, ::2, ::2] - blocks).mean()
+  expert = texture.TextureExpert(model.config.texture)
+  tokens = expert.apply({"params": params["texture"]}, small)
+  projected = deft.Projector(model.config.llm.hidden_size, model.config.llm.hidden_size).apply(
+      {"params": params["texture_projector"]}, tokens)
+  np.testing.assert_allclose(np.asarray(aux["tokens"]["texture"]), np.asarray(projected), atol=1e-5)
+  assert aux["tokens"]["texture"].shape[1] == (32 // 8) ** 2

@@ -1,6 +1,7 @@
 """The synthetic micro-expression builder: structure, determinism, and where the label lives."""
 
 import collections
+import dataclasses
 
 import numpy as np
 import pytest
@@ -60,10 +61,13 @@ def test_same_seed_same_records(tmp_path, synthetic_tiny):
 
 @pytest.mark.parametrize("emotion", ["surprise", "happiness", "disgust", "anger"])
 def test_exact_flow_maps_onset_onto_apex(emotion):
-  """frames[apex](p + flow(p)) == frames[onset](p) up to interpolation: the flow is exact."""
+  """frames[apex](p + flow(p)) == frames[onset](p) up to interpolation: the flow is exact.
+
+  Skin folds are shading, which no flow can map; they are off here and tested below.
+  """
   from scipy import ndimage
   rng = np.random.default_rng()
-  capture = synthetic.Capture("clean", noise=0.0, blink_rate=0.0)
+  capture = synthetic.Capture("clean", noise=0.0, blink_rate=0.0, folds=0.0, asynchrony=2)
   clip = synthetic.make_clip(synthetic.make_subject("s", rng), emotion, capture, rng, num_frames=6, size=128)
   onset = clip["frames"][clip["onset_index"]].astype(np.float32)
   apex = clip["frames"][clip["apex_index"]].astype(np.float32)
@@ -77,6 +81,48 @@ def test_exact_flow_maps_onset_onto_apex(emotion):
   before = np.abs(apex - onset)[moving].mean()
   after = np.abs(warped - onset)[moving].mean()
   assert after < 0.5 * before, (after, before)
+
+
+def test_skin_folds_are_shading_that_grows_with_the_au_and_moves_nothing():
+  rng_seed = int(np.random.default_rng().integers(2 ** 31))
+  clips = {}
+  for folds in (0.0, 0.25):
+    rng = np.random.default_rng(rng_seed)
+    capture = synthetic.Capture("clean", noise=0.0, blink_rate=0.0, folds=folds, asynchrony=2)
+    clips[folds] = synthetic.make_clip(synthetic.make_subject("s", rng), "disgust", capture, rng, num_frames=8, size=64)
+  plain, folded = clips[0.0], clips[0.25]
+  np.testing.assert_array_equal(plain["flow"], folded["flow"])  # the geometry is the same
+  change = np.abs(folded["frames"].astype(np.float32) - plain["frames"].astype(np.float32))
+  shading, deepest = change.mean(axis=(1, 2, 3)), change.max(axis=(1, 2, 3))
+  onset, apex = folded["onset_index"], folded["apex_index"]
+  assert deepest[onset] == 0  # no fold before the expression starts
+  assert deepest[apex] >= 8, deepest  # furrows of several grey levels (of 255) at the apex
+  assert shading[apex] >= 0.75 * shading[onset:apex + 1].max(), shading  # near their deepest
+  assert shading[-1] < shading[apex], shading  # and relaxing after it
+
+
+def test_fold_furrows_run_across_the_motion_with_the_given_wavelength():
+  subject = dataclasses.replace(synthetic.make_subject("s", np.random.default_rng(0)), centre=(0.0, 0.0))
+  wavelength, spread, depth = 0.1, 0.2, 0.5
+  direction = np.array([0.6, 0.8])
+  fold = [(tuple(-spread * direction), tuple(direction), depth, spread)]  # one spread ahead: the origin
+  k = np.arange(-2, 3)[:, None]
+  crests = synthetic.fold_shading(subject, fold, (k + 0.5) * wavelength * direction, wavelength)
+  troughs = synthetic.fold_shading(subject, fold, k * wavelength * direction, wavelength)
+  across = np.array([-direction[1], direction[0]])
+  line = synthetic.fold_shading(subject, fold, np.linspace(-0.3, 0.3, 61)[:, None] * across, wavelength)
+  np.testing.assert_allclose(troughs, 0.0, atol=1e-9)  # furrows a wavelength apart along the motion
+  assert (crests > 0.5 * depth * np.exp(-(2.5 * wavelength) ** 2 / (2 * spread ** 2))).all()
+  assert crests.max() <= depth
+  np.testing.assert_allclose(line, 0.0, atol=1e-9)  # and each runs straight across it
+
+
+def test_later_aus_peak_at_or_before_the_apex():
+  courses = synthetic.time_courses(8, onset=1, peaks=[5, 3, 5])
+  assert courses[:, :2].max() == 0.0  # nothing moves before the onset
+  np.testing.assert_allclose(courses[[0, 1, 2], [5, 3, 5]], 1.0)
+  assert courses[1].argmax() == 3 and 0.2 <= courses[1, 5] < 1.0  # relaxing by the apex
+  assert (courses >= 0).all() and (courses <= 1).all() and courses[:, -1].min() >= 0.2
 
 
 def _clips(n_subjects=24, per_subject=6, size=32):

@@ -26,6 +26,14 @@ def uni_mer_tvl1(synthetic_tiny):
   return _uni_mer(synthetic_tiny, "uni_mer/synthetic_tiny_noisy_aus_tvl1")
 
 
+@pytest.fixture(scope="module")
+def uni_mer_folds(synthetic_tiny):
+  """Over synthetic_me/tiny_noisy_aus_folds: skin folds and AUs that peak before the apex."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(synthetic_tiny.data_dir)))
+  build.prepare("synthetic_me/tiny_noisy_aus_folds", root)
+  return _uni_mer(synthetic_tiny, "uni_mer/synthetic_tiny_noisy_aus_folds")
+
+
 def _records(builder):
   return [s[i] for s in builder.as_data_source().values() for i in range(len(s))]
 
@@ -98,7 +106,7 @@ def test_dual_constraint_verdicts():
   assert cue.au is None and cue.region == "mouth" and "up and outward" in cue.motion
 
 
-@pytest.mark.parametrize("flow", ["uni_mer", "uni_mer_tvl1"])
+@pytest.mark.parametrize("flow", ["uni_mer", "uni_mer_tvl1", "uni_mer_folds"])
 def test_dual_constraint_recovers_the_true_aus_from_corrupted_labels(flow, request):
   uni_mer = request.getfixturevalue(flow)
   records = _records(uni_mer)

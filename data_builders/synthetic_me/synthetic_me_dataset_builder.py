@@ -20,6 +20,8 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   num_frames: int = 8
   size: int = 64
   au_label_noise: float = 0.0  # share of clips whose written AU label is corrupted
+  folds: float = 0.0  # skin folds' darkening (synthetic.Capture.folds); 0: none
+  asynchrony: int = 0  # frames an AU may peak before the apex (synthetic.Capture.asynchrony)
   seed: int = 0
 
 
@@ -37,8 +39,10 @@ def _scaled(plan, subjects: int, clips_per_subject: int):
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Synthetic micro-expression clips with frames, exact flow, AUs and labels."""
 
-  VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "Unilateral AUs (L...) move the subject's left: the image-right half."}
+  VERSION = tfds.core.Version("1.2.0")
+  RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "Unilateral AUs (L...) move the subject's left: the image-right half.",
+                   "1.2.0": "*_folds configs: FACS skin folds (shading the flow misses) and AUs that peak "
+                            "before the apex; the other configs' clips are unchanged."}
   BUILDER_CONFIGS = [
       SyntheticConfig(name="small", description="24 subjects, ~260 clips, 64 px; builds in seconds.",
                       plan=_scaled(synthetic.MEGC2019, subjects=8, clips_per_subject=11)),
@@ -54,6 +58,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                       plan=_scaled(synthetic.MEGC2019, subjects=4, clips_per_subject=3), au_label_noise=0.3),
       SyntheticConfig(name="small_noisy_aus", description="small with 30% of AU labels corrupted.",
                       plan=_scaled(synthetic.MEGC2019, subjects=8, clips_per_subject=11), au_label_noise=0.3),
+      # Each expert gets something the others lack: skin folds (fine shading at the apex, which
+      # flow misses and a half-resolution video tower blurs) and AUs peaking before the apex
+      # (which onset->apex flow and keyframes see relaxed, the clip in full).
+      SyntheticConfig(name="tiny_noisy_aus_folds", description="tiny_noisy_aus with skin folds and asynchronous AUs.",
+                      plan=_scaled(synthetic.MEGC2019, subjects=4, clips_per_subject=3), au_label_noise=0.3,
+                      folds=0.25, asynchrony=2),
+      SyntheticConfig(name="small_noisy_aus_folds", description="small_noisy_aus with skin folds and asynchronous AUs.",
+                      plan=_scaled(synthetic.MEGC2019, subjects=8, clips_per_subject=11), au_label_noise=0.3,
+                      folds=0.25, asynchrony=2),
   ]
   DEFAULT_CONFIG_NAME = "small"
 
@@ -83,7 +96,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         seed = np.random.SeedSequence([cfg.seed, 1, hash_name(subject)])
         subjects[subject] = synthetic.make_subject(subject, np.random.default_rng(seed))
       rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 2, index]))
-      record = synthetic.make_clip(subjects[subject], emotion, synthetic.SOURCES[source], rng,
+      capture = dataclasses.replace(synthetic.SOURCES[source], folds=cfg.folds, asynchrony=cfg.asynchrony)
+      record = synthetic.make_clip(subjects[subject], emotion, capture, rng,
                                    num_frames=cfg.num_frames, size=cfg.size, au_label_noise=cfg.au_label_noise)
       yield clip_id, {**record, "subject": subject, "clip_id": clip_id}
 

@@ -41,12 +41,13 @@ class UniMerConfig(tfds.core.BuilderConfig):
 
 def _configs():
   out = []
-  for name in ("tiny", "small", "megc2019", "tiny_noisy_aus", "small_noisy_aus", "megc2019_noisy_aus"):
+  for name in ("tiny", "small", "megc2019", "tiny_noisy_aus", "small_noisy_aus", "megc2019_noisy_aus",
+               "tiny_noisy_aus_folds", "small_noisy_aus_folds"):
     out.append(UniMerConfig(name=f"synthetic_{name}", source=f"synthetic_me/{name}",
                             description=f"Uni-MER over synthetic_me/{name} (exact flow)."))
   # TV-L1 is a smoothed estimate: peaks of faint AUs come out lower than they are, so these
   # confirm from 2 noise levels (0.2 px at the floor) instead of 3.
-  for name in ("tiny_noisy_aus", "small_noisy_aus"):
+  for name in ("tiny_noisy_aus", "small_noisy_aus", "tiny_noisy_aus_folds", "small_noisy_aus_folds"):
     out.append(UniMerConfig(name=f"synthetic_{name}_tvl1", source=f"synthetic_me/{name}", flow="tvl1",
                             thresholds=dual_constraint.Thresholds(sigmas=2.0),
                             description=f"Uni-MER over synthetic_me/{name}, measured on TV-L1 flow."))
@@ -58,8 +59,9 @@ def _configs():
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Source clips + dual-constraint verdicts + instruction/answer pairs."""
 
-  VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "Cue sides name the subject's side (FACS), not the image half."}
+  VERSION = tfds.core.Version("1.2.0")
+  RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "Cue sides name the subject's side (FACS), not the image half.",
+                   "1.2.0": "Configs over synthetic_me 1.2.0's *_folds sets; the others unchanged."}
   BUILDER_CONFIGS = _configs()
   DEFAULT_CONFIG_NAME = "synthetic_small"
   MANUAL_DOWNLOAD_INSTRUCTIONS = ("Only for a real source that is not built yet: that dataset's own "

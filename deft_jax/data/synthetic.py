@@ -7,8 +7,19 @@ skin moves. Frame t shows f at Phi_t^{-1}(x), where Phi_t(p) = R_t(p + s(t) D(p)
 expression's time course s(t) with a small rigid head motion R_t. Rendering f at inverted
 coordinates (instead of resampling pixels) makes the onset->apex flow Phi_apex(p) - p exact.
 
+Two things of real expressions that the flow does not carry (synthetic_me's *_folds configs):
+- skin folds: FACS describes most AUs by appearance changes as well as motion (furrows,
+  wrinkles, bulges; Ekman, Friesen & Hager 2002). Skin pushed along a direction bunches up
+  ahead of the push into folds across it, so each AU site darkens a fine grating
+  perpendicular to its motion, ahead of the site, as deep as the AU is at that frame. It is
+  drawn on the skin (at canonical points), so it moves with the face; being shading, not
+  motion, brightness-constancy flow sees little of it.
+- asynchrony: the AUs of one expression need not peak together (Cohn & Schmidt 2004 on the
+  timing of spontaneous expressions). The first AU peaks at the labelled apex; each other
+  peaks up to `Capture.asynchrony` frames before it and has begun to relax by the apex.
+
 Appearance is drawn per subject and never from the emotion, so the onset frame alone carries
-no label; the label lives in the motion.
+no label; the label lives in the motion, the folds and their time course.
 """
 
 import dataclasses
@@ -30,6 +41,12 @@ class Capture:
   head_motion: float = 0.25  # px, std of the rigid drift at the apex
   blink_rate: float = 0.15  # share of clips with a blink
   amplitude: tuple[float, float] = (1.0, 2.6)  # px, AU displacement at the apex
+  # Off unless a dataset config asks (synthetic_me's *_folds configs): skin folds' darkening
+  # at the largest amplitude, their furrows' wavelength (canonical units; about 3 px at 64 px),
+  # and how many frames before the apex an AU after the first may peak.
+  folds: float = 0.0
+  fold_wavelength: float = 0.1
+  asynchrony: int = 0
 
 
 # Three sources with MEGC2019-like differences: SMIC-HS noisier and darker, SAMM grey.
@@ -136,6 +153,25 @@ def displacement(subject: Subject, sites, p: np.ndarray) -> np.ndarray:
   return d
 
 
+def fold_shading(subject: Subject, folds, p: np.ndarray, wavelength: float) -> np.ndarray:
+  """Darkening in [0, 1) at canonical points p of folds (centre, direction, depth, spread).
+
+  Each fold sits one spread ahead of its site along the motion; its furrows run across the
+  motion (the shading varies along it) under a Gaussian window of the site's spread.
+  """
+  keep = np.ones(p.shape[:-1])
+  for (sx, sy), (dx, dy), depth, spread in folds:
+    if depth <= 0:
+      continue
+    u = np.array([dx, dy]) / np.hypot(dx, dy)
+    cx, cy = sx + subject.centre[0] + spread * u[0], sy + subject.centre[1] + spread * u[1]
+    rx, ry = p[..., 0] - cx, p[..., 1] - cy
+    window = np.exp(-(rx ** 2 + ry ** 2) / (2 * spread ** 2))
+    furrows = 0.5 * (1.0 - np.cos(2 * np.pi * (rx * u[0] + ry * u[1]) / wavelength))
+    keep *= 1.0 - depth * window * furrows
+  return 1.0 - keep
+
+
 def _rigid(p, angle, shift):
   c, s = np.cos(angle), np.sin(angle)
   return np.stack([c * p[..., 0] - s * p[..., 1] + shift[0], s * p[..., 0] + c * p[..., 1] + shift[1]], -1)
@@ -145,6 +181,16 @@ def _grid(size: int) -> np.ndarray:
   coords = np.linspace(-1.0, 1.0, size)
   ys, xs = np.meshgrid(coords, coords, indexing="ij")
   return np.stack([xs, ys], -1)
+
+
+def time_courses(num_frames: int, onset: int, peaks) -> np.ndarray:
+  """(len(peaks), num_frames) activations: a smoothstep rise from the onset to each peak, then a
+  slow decay to the offset (the last frame), never below 0.2 of the peak."""
+  t = np.arange(num_frames)[None]
+  peaks = np.asarray(peaks)[:, None]
+  rise = np.clip((t - onset) / (peaks - onset), 0, 1)
+  fall = np.clip(1 - 0.8 * (t - peaks) / np.maximum(num_frames - 1 - peaks, 1), 0.2, 1)
+  return np.where(t <= peaks, rise * rise * (3 - 2 * rise), fall)
 
 
 def choose_aus(emotion: str, rng: np.random.Generator) -> list[str]:
@@ -193,8 +239,8 @@ def make_clip(subject: Subject, emotion: str, capture: Capture, rng: np.random.G
   """Renders one clip and returns its record (see features.clip_features), minus ids."""
   px_per_unit = (size - 1) / 2.0
   true_aus = choose_aus(emotion, rng)
-  sites, intensities = [], {}
-  for a in true_aus:
+  sites, intensities = [], {}  # sites: (centre, direction, amplitude at its peak, spread, AU's place)
+  for k, a in enumerate(true_aus):
     unit = catalogue.au(int(a.rstrip("L")))
     amp_px = rng.uniform(*capture.amplitude)
     # Keep the bump invertible (|grad D| < 1): amplitude below the spread.
@@ -202,7 +248,7 @@ def make_clip(subject: Subject, emotion: str, capture: Capture, rng: np.random.G
     intensities[a] = int(np.clip(np.ceil(amp * px_per_unit / capture.amplitude[1] * 5), 1, 5))
     side = regions.image_half("left") if a.endswith("L") else "both"  # "L12": the subject's left
     for centre, direction in regions.au_sites(unit, subject.landmarks, side):
-      sites.append((centre, direction, amp, unit.spread))
+      sites.append((centre, direction, amp, unit.spread, k))
 
   if num_frames < 3:
     raise ValueError(f"num_frames={num_frames}: a clip needs at least onset, apex and offset (>= 3)")
@@ -210,32 +256,39 @@ def make_clip(subject: Subject, emotion: str, capture: Capture, rng: np.random.G
   onset = int(rng.integers(0, 2)) if num_frames >= 6 else 0
   apex = int(rng.integers(min(onset + 2, num_frames - 1), max(num_frames - 2, onset + 3)))
   offset = num_frames - 1
-  t = np.arange(num_frames)
-  rise = np.clip((t - onset) / (apex - onset), 0, 1)
-  fall = np.clip(1 - 0.8 * (t - apex) / max(offset - apex, 1), 0.2, 1)
-  course = np.where(t <= apex, rise * rise * (3 - 2 * rise), fall)  # smoothstep rise, slow decay
+  peaks = [apex] + [max(onset + 1, apex - int(rng.integers(capture.asynchrony + 1))) if capture.asynchrony else apex
+                    for _ in true_aus[1:]]
+  course, *_ = courses = time_courses(num_frames, onset, peaks)  # the first AU's is the expression's
   drift = rng.normal(0, capture.head_motion / px_per_unit, 2)
   tilt = rng.normal(0, 0.003)
   blink_frame = int(rng.integers(num_frames)) if rng.random() < capture.blink_rate else -1
+  max_amp = capture.amplitude[1] / px_per_unit
+
+  def at(i):  # the sites as they are at frame i: displacement and fold depth
+    bumps = [(c, d, amp * courses[k][i], spread) for c, d, amp, spread, k in sites]
+    folds = [(c, d, capture.folds * min(amp / max_amp, 1.0) * courses[k][i], spread) for c, d, amp, spread, k in sites]
+    return bumps, folds
 
   grid = _grid(size)
   frames, flow = [], None
   for i in range(num_frames):
     shift, angle = drift * course[i], tilt * course[i]
+    bumps, folds = at(i)
     c, s = np.cos(-angle), np.sin(-angle)
     q = grid - shift
     q = np.stack([c * q[..., 0] - s * q[..., 1], s * q[..., 0] + c * q[..., 1]], -1)
     p = q.copy()
-    for _ in range(12):  # fixed point of p + s D(p) = q
-      p = q - course[i] * displacement(subject, sites, p)
+    for _ in range(12):  # fixed point of p + D_i(p) = q
+      p = q - displacement(subject, bumps, p)
     blink = max(0.0, 1 - abs(i - blink_frame) / 1.5) if blink_frame >= 0 else 0.0
-    img = render(subject, p, blink) * capture.brightness
+    img = render(subject, p, blink) * (1.0 - fold_shading(subject, folds, p, capture.fold_wavelength))[..., None]
+    img = img * capture.brightness
     if capture.gray:
       img = np.repeat(img.mean(-1, keepdims=True), 3, -1)
     img = img + rng.normal(0, capture.noise, img.shape)
     frames.append(np.clip(np.round(img * 255), 0, 255).astype(np.uint8))
     if i == apex:
-      moved = _rigid(grid + course[i] * displacement(subject, sites, grid), angle, shift)
+      moved = _rigid(grid + displacement(subject, bumps, grid), angle, shift)
       flow = ((moved - grid) * px_per_unit).astype(np.float32)
 
   written = corrupt_aus(true_aus, rng) if rng.random() < au_label_noise else true_aus

@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from deft_jax.models import llm as llm_lib
@@ -60,6 +61,14 @@ def _pixels(x):
   return x.astype(jnp.float32) / 127.5 - 1.0
 
 
+def _at_size(images, size: int):
+  """(..., S, S, 3) images at an expert's own resolution (antialiased), so each expert can read
+  the frames at its own size: a fine-grained image tower beside a coarser video one."""
+  if images.shape[-2] == size:
+    return images
+  return jax.image.resize(images, images.shape[:-3] + (size, size, images.shape[-1]), "linear", antialias=True)
+
+
 class DeftModel(nn.Module):
   config: DeftConfig
   dtype: Any = jnp.float32
@@ -82,14 +91,17 @@ class DeftModel(nn.Module):
     Experts named in `drop` leave the prefix (tokens and markers), to measure what each
     contributes at inference.
     """
-    inputs = {"structure": _pixels(batch["keyframes"]), "texture": _pixels(batch["clip"]), "motion": batch["flow"]}
+    c = self.config
+    inputs = {"structure": lambda: _at_size(_pixels(batch["keyframes"]), c.structure.image_size),
+              "texture": lambda: _at_size(_pixels(batch["clip"]), c.texture.image_size),
+              "motion": lambda: batch["flow"]}
     b = batch["text_ids"].shape[0]
     marker = lambda i: self.llm.embed(jnp.full((b, 1), i, jnp.int32))
     parts, pooled, projected, au_logits = [marker(self.config.bos_id)], {}, {}, None
     for name, (open_id, close_id) in zip(self.config.experts, self.config.markers):
       if name in drop:
         continue
-      out = self.experts[name](inputs[name], deterministic)
+      out = self.experts[name](inputs[name](), deterministic)
       if name == "motion":
         out, au_logits = out
       tokens = self.projectors[name](out)
@@ -126,7 +138,7 @@ class DeftModel(nn.Module):
 def init_batch(config: DeftConfig, batch_size: int, text_len: int) -> dict:
   """A batch of zeros with the shapes the model reads, for init and eval_shape."""
   s, t, m = config.structure, config.texture, config.motion
-  img = (s or t).image_size if (s or t) else 8
+  img = max((e.image_size for e in (s, t) if e), default=8)  # each expert resizes to its own
   frames = t.num_frames if t else 2
   flow = m.flow_size if m else 8
   return {
