@@ -12,6 +12,7 @@ align on the target corpus itself, hold the same test subjects out of both stage
 
 import ml_collections
 
+from configs import stage1_synthetic
 from configs import synthetic
 
 # Target benchmark -> (class scheme, the corpus stage 1 aligns on).
@@ -43,7 +44,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = real_config(arg or "megc2019")
   with c.unlocked():
     c.data.name = f"uni_mer/{TARGETS[arg or 'megc2019'][1]}"
-    c.model.lora.enabled = False
-    c.optim.frozen = (r"^llm/",)
-    c.train.steps = 2000
+  # What makes a stage-1 job (LoRA off, every llm/ parameter frozen), as on synthetic data.
+  c.update_from_flattened_dict({**stage1_synthetic.overrides(), "train.steps": 2000})
   return c

@@ -122,13 +122,12 @@ def runs(cfg) -> list[dict]:
     for seed in seeds or (None,):
       for fold, subjects in fold_list or [(None, ())]:
         group = name + (f"__seed{seed}" if seed is not None else "")
-        held_out = {"data.holdout_subjects": subjects} if fold else {}
+        held_out, in_fold = ({"data.holdout_subjects": subjects}, f"__{fold}") if fold else ({}, "")
         stage1 = None
         if first_stage:
-          stage1 = {"dir": f"{name}__stage1" + (f"__{fold}" if fold else ""),
-                    "config": {**overrides, **first_stage, **held_out}}
+          stage1 = {"dir": f"{name}__stage1{in_fold}", "config": {**overrides, **first_stage, **held_out}}
         out.append({"point": name, "overrides": overrides, "seed": seed, "fold": fold, "group": group,
-                    "dir": group + (f"__{fold}" if fold else ""), "stage1": stage1,
+                    "dir": group + in_fold, "stage1": stage1,
                     "config": {**overrides, **({"seed": seed} if seed is not None else {}), **held_out}})
   return out
 
