@@ -28,9 +28,8 @@ def uni_mer_tvl1(synthetic_tiny):
 
 @pytest.fixture(scope="module")
 def uni_mer_folds(synthetic_tiny):
-  """Over synthetic_me/tiny_noisy_aus_folds: skin folds and AUs that peak before the apex."""
-  root = os.path.dirname(os.path.dirname(os.path.dirname(synthetic_tiny.data_dir)))
-  build.prepare("synthetic_me/tiny_noisy_aus_folds", root)
+  """Over synthetic_me/tiny_noisy_aus_folds (built by uni_mer as its source): skin folds and AUs
+  that peak before the apex."""
   return _uni_mer(synthetic_tiny, "uni_mer/synthetic_tiny_noisy_aus_folds")
 
 

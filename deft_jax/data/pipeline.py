@@ -86,9 +86,7 @@ class Preprocess(grain.transforms.RandomMap):
       return self.map_with(record, 0)
     choices = len(answers.INSTRUCTIONS) if self.answers == "labels" else len(_uni_mer_field(record, "instructions"))
     instruction = int(rng.integers(choices))
-    if self.photometric.enabled:
-      record = {**record, "frames": self.photometric(record["frames"], rng)}
-    return self.map_with(record, instruction)
+    return self.map_with({**record, "frames": self.photometric(record["frames"], rng)}, instruction)
 
   def map_with(self, record, instruction: int):
     """`instruction` indexes answers.INSTRUCTIONS ("labels") or the record's pairs ("uni_mer")."""

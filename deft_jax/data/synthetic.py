@@ -256,6 +256,7 @@ def make_clip(subject: Subject, emotion: str, capture: Capture, rng: np.random.G
   onset = int(rng.integers(0, 2)) if num_frames >= 6 else 0
   apex = int(rng.integers(min(onset + 2, num_frames - 1), max(num_frames - 2, onset + 3)))
   offset = num_frames - 1
+  # No draw without asynchrony, so the sets that have none are generated as before it existed.
   peaks = [apex] + [max(onset + 1, apex - int(rng.integers(capture.asynchrony + 1))) if capture.asynchrony else apex
                     for _ in true_aus[1:]]
   course, *_ = courses = time_courses(num_frames, onset, peaks)  # the first AU's is the expression's
