@@ -24,7 +24,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from deft_jax import cli  # noqa: E402
-from deft_jax.facs import catalogue  # noqa: E402
+from deft_jax.data import schema  # noqa: E402
 from deft_jax.data import tokenizer as tokenizer_lib  # noqa: E402
 from deft_jax.models import deft  # noqa: E402
 from deft_jax.train import sharding, state as state_lib, step as step_lib  # noqa: E402
@@ -48,14 +48,14 @@ def parse():
 
 def random_batch(config: deft.DeftConfig, batch: int, text_len: int, vocab: int) -> dict:
   rng = np.random.default_rng(0)
-  shapes = jax.eval_shape(lambda: deft.init_batch(config, batch, text_len))
+  shapes = schema.batch_spec(config, batch, text_len, targets=True)
   out = {k: rng.integers(0, 255 if v.dtype == np.uint8 else 2, v.shape).astype(v.dtype) for k, v in shapes.items()}
-  out["flow"] = rng.normal(size=shapes["flow"].shape).astype(np.float32)
+  if "flow" in out:
+    out["flow"] = rng.normal(size=shapes["flow"].shape).astype(np.float32)
   out["text_ids"] = rng.integers(0, vocab, (batch, text_len)).astype(np.int32)
   out["text_mask"] = np.ones((batch, text_len), np.int32)
   out["prompt_len"] = np.full((batch,), text_len // 2, np.int32)
   out["loss_mask"] = (np.arange(text_len) >= text_len // 2).astype(np.float32)[None].repeat(batch, 0)
-  out["aus"] = rng.integers(0, 2, (batch, catalogue.NUM_AUS)).astype(np.float32)
   out["label"] = rng.integers(0, 3, (batch,)).astype(np.int32)
   return out
 

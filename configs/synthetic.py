@@ -43,6 +43,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   encoder = lambda width, depth: dict(width=width, depth=depth, heads=4, mlp=2 * width, dropout=0.0)
   w = 32 if tiny else 64
   c.model = dict(
+      # The experts, in the order their tokens enter the LLM; each has a node below (enabled, and
+      # optionally module: the import path of a module defining EXPERT; default
+      # deft_jax.models.experts.<name>). See deft_jax/models/experts/registry.py.
+      experts=("structure", "texture", "motion"),
       # checkpoint: a local SigLIP/CLIP vision folder (it then sets width, depth and patch);
       # the texture expert inflates its 2-D patches over time ("average" or "central").
       structure=dict(enabled=True, image_size=64, patch=16, encoder=encoder(w, 1), checkpoint=""),

@@ -21,14 +21,15 @@ from data_builders.megc2019 import megc2019_dataset_builder as megc2019
 from data_builders.samm import samm_dataset_builder as samm
 from data_builders.smic import smic_dataset_builder as smic
 from deft_jax import cli
-from deft_jax.data import build, faces, features, manual, synthetic
-from deft_jax.facs import catalogue
+from deft_jax.data import build, faces, features, manual, pipeline, synthetic
+from deft_jax.facs import catalogue, emotions
 
 T, S, FACE = 4, 32, 48  # record frames, record crop size, rendered face size
 CONFIG = manual.ClipConfig(name="test", num_frames=T, size=S, face="centre")
 # Still head, no blinks: the apex is then the frame most different from the onset.
 CAPTURE = dataclasses.replace(synthetic.SOURCES["casme2"], noise=0.004, head_motion=0.0,
                               blink_rate=0.0, amplitude=(2.0, 2.6))
+
 
 
 @dataclasses.dataclass
@@ -160,15 +161,15 @@ def test_casme2_writes_the_good_clips_with_their_labels(casme2_built):
   emotion = {f"sub{s:02d}/{n}": e for s, n, e, *_ in CASME2_ROWS}
   for clip_id, r in recs.items():
     assert r["emotion"] == emotion[clip_id]
-    assert r["labels"] == features.scheme_labels(r["emotion"])
+    assert "labels" not in r  # schemes apply at read time
     assert r["subject"] == clip_id.split("/")[0] and r["source"] == "casme2"
     assert r["frames"].shape == (T, S, S, 3) and r["flow"].shape == (S, S, 2)
-  assert recs["sub01/EP01_01f"]["labels"] == {
-      "composite": 1, "casme2-5": 0, "samm-5": 2, "casme3-3": 1, "casme3-4": 1, "casme3-7": 3}
-  assert recs["sub02/EP04_02f"]["labels"]["casme2-5"] == -1  # fear: not a CASME II class
-  assert recs["sub02/EP04_02f"]["labels"]["composite"] == 0
-  assert recs["sub01/EP05_01f"]["labels"]["composite"] == -1
-  assert recs["sub01/EP05_01f"]["labels"]["casme2-5"] == 4
+  happy = {scheme: emotions.label(recs["sub01/EP01_01f"]["emotion"], scheme) for scheme in emotions.SCHEMES}
+  assert happy == {"composite": 1, "casme2-5": 0, "samm-5": 2, "casme3-3": 1, "casme3-4": 1, "casme3-7": 3}
+  assert emotions.label(recs["sub02/EP04_02f"]["emotion"], "casme2-5") == -1  # fear: not a CASME II class
+  assert emotions.label(recs["sub02/EP04_02f"]["emotion"], "composite") == 0
+  assert emotions.label(recs["sub01/EP05_01f"]["emotion"], "composite") == -1
+  assert pipeline.record_label(recs["sub01/EP05_01f"], "casme2-5") == 4
 
 
 def test_casme2_aus_keep_laterality_and_intensity(casme2_built):
@@ -323,9 +324,9 @@ def test_samm_finds_the_header_below_notes_and_reads_every_clip(samm_built):
   b, recs, fakes = samm_built
   assert set(recs) == {"006_1_2", "006_1_3", "007_3_1", "007_5_2"}
   assert {r["subject"] for r in recs.values()} == {"006", "007"}
-  assert recs["007_3_1"]["emotion"] == "others" and recs["007_3_1"]["labels"]["samm-5"] == 4
-  assert recs["006_1_3"]["labels"]["samm-5"] == 1 and recs["006_1_3"]["labels"]["composite"] == 0
-  assert recs["006_1_2"]["labels"]["samm-5"] == 0
+  assert recs["007_3_1"]["emotion"] == "others" and pipeline.record_label(recs["007_3_1"], "samm-5") == 4
+  assert pipeline.record_label(recs["006_1_3"], "samm-5") == 1 and pipeline.record_label(recs["006_1_3"], "composite") == 0
+  assert pipeline.record_label(recs["006_1_2"], "samm-5") == 0
   r = recs["006_1_3"]
   i12, i14 = catalogue.au_index(12), catalogue.au_index(14)
   assert (r["au_side"][i12], r["au_side"][i14]) == (features.SIDE_LEFT, features.SIDE_RIGHT)
@@ -377,9 +378,9 @@ def test_smic_labels_from_folders_and_spotted_apex(smic_dir, tmp_path):
   assert {k: r["emotion"] for k, r in recs.items()} == {
       "s1/s1_ne_01": "negative", "s1/s1_po_01": "positive", "s3/s3_sur_02": "surprise",
       "s1/s1_sur_09": "surprise"}
-  assert [r["labels"]["composite"] for r in recs.values()] == [
+  assert [pipeline.record_label(r, "composite") for r in recs.values()] == [
       {"negative": 0, "positive": 1, "surprise": 2}[r["emotion"]] for r in recs.values()]
-  assert all(r["labels"]["casme2-5"] == -1 or r["emotion"] == "surprise" for r in recs.values())
+  assert all(pipeline.record_label(r, "casme2-5") == -1 or r["emotion"] == "surprise" for r in recs.values())
   assert all(not r["aus"].any() and r["au_string"] == "" for r in recs.values())
   assert {r["subject"] for r in recs.values()} == {"s1", "s3"}
   report = b.info.metadata["build_report"]
@@ -414,8 +415,8 @@ def test_casme3_reads_several_clips_per_video(tmp_path):
   assert set(recs) == set(ids)
   happy, sad = (recs[k] for k in ids)
   assert (happy["emotion"], sad["emotion"]) == ("happiness", "sadness")
-  assert (happy["labels"]["casme3-7"], sad["labels"]["casme3-7"]) == (3, 4)
-  assert (happy["labels"]["casme3-4"], sad["labels"]["casme3-3"]) == (1, 0)
+  assert (pipeline.record_label(happy, "casme3-7"), pipeline.record_label(sad, "casme3-7")) == (3, 4)
+  assert (pipeline.record_label(happy, "casme3-4"), pipeline.record_label(sad, "casme3-3")) == (1, 0)
   assert happy["subject"] == "spNO.1" and happy["source"] == "casme3"
   assert np.flatnonzero(sad["aus"]).tolist() == [catalogue.au_index(n) for n in (1, 4, 15)]
   assert reasons(b) == {"cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx row 4": "field 'Onset' is not annotated"}
@@ -442,7 +443,7 @@ def test_megc2019_keeps_the_composite_classes(casme2_dir, samm_dir, smic_dir, tm
   for clip_id, r in recs.items():
     source = clip_id.split("/")[0]
     assert r["source"] == source and r["subject"].startswith(source + "_")
-    assert r["labels"]["composite"] in (0, 1, 2)
+    assert pipeline.record_label(r, "composite") in (0, 1, 2)
   assert recs["casme2/sub01/EP01_01f"]["subject"] == "casme2_sub01"
   assert recs["samm/006_1_2"]["subject"] == "samm_006" and recs["smic/s3/s3_sur_02"]["subject"] == "smic_s3"
   report = b.info.metadata["build_report"]

@@ -56,10 +56,10 @@ def test_factorised_texture_starts_as_the_image_model_per_frame():
   """Temporal attention starts at zero: frames do not mix at init, as in ViViT's init."""
   cfg = texture.TextureConfig(vit.ViTConfig(_ENC, 32, 8), num_frames=4, tubelet_frames=1, attention="factorised")
   model = texture.TextureExpert(cfg)
-  clip = np.random.default_rng().uniform(-1, 1, (1, 4, 32, 32, 3)).astype(np.float32)
-  params = _unbox(model.init(jax.random.key(1), clip)["params"])
+  clip = np.random.default_rng(0).uniform(0, 1, (1, 4, 32, 32, 3)).astype(np.float32)
+  params = _unbox(model.init(jax.random.key(1), clip, method=texture.TextureExpert.encode)["params"])
   assert "temporal_attn" in params["encoder"]["layers_0"]
-  out = model.apply({"params": params}, clip)
+  out = model.apply({"params": params}, clip, method=texture.TextureExpert.encode)
   changed = clip.copy()
   changed[:, 1:] = 0.0  # change every frame but the first
   assert out.shape == (1, 16, 32)
@@ -75,20 +75,24 @@ def test_structure_expert_on_one_frame_is_the_checkpoint_vit(siglip):
   tower, image_params = vision_hf.load(siglip)
   cfg = structure.StructureConfig(tower, str(siglip))
   model = structure.StructureExpert(cfg)
-  frames = np.random.default_rng().uniform(-1, 1, (2, 1, 32, 32, 3)).astype(np.float32)
+  frames = np.random.default_rng(0).integers(0, 256, (2, 1, 32, 32, 3), dtype=np.uint8)
   params = {"vit": image_params, "frame_embedding": np.zeros((1, 1, 1, 32), np.float32)}
-  got = model.apply({"params": params}, frames)
-  want = vit.VisionTransformer(tower).apply({"params": image_params}, vit.normalise(frames[:, 0], tower))
+  got, aux = model.apply({"params": params}, frames)
+  # uint8 pixels are scaled once, to [0, 1], then normalised as the checkpoint expects.
+  want = vit.VisionTransformer(tower).apply({"params": image_params},
+                                            vit.normalise(frames[:, 0].astype(np.float32) / 255, tower))
+  assert aux == {}
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", motion.POOLINGS)
 def test_motion_expert_gives_one_token_per_region(pooling):
   cfg = motion.MotionConfig(_ENC, flow_size=32, patch=8, pooling=pooling)
-  flow = np.random.default_rng().normal(size=(2, 32, 32, 3)).astype(np.float32)
+  flow = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
   model = motion.MotionExpert(cfg)
   params = model.init(jax.random.key(0), flow)
-  tokens, au_logits = model.apply(params, flow)
+  tokens, aux = model.apply(params, flow)
+  au_logits = aux["au_logits"]
   assert tokens.shape == (2, len(catalogue.REGIONS), 32) and au_logits.shape == (2, catalogue.NUM_AUS)
   w = motion.region_weights(64, 8)
   np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-6)
@@ -161,18 +165,20 @@ def test_each_expert_reads_the_frames_at_its_own_size(tmp_path):
   tokenizer_lib.train_tokenizer(tmp_path / "tok", cfg.data.tokenizer_vocab)
   model = state_lib.make_model(cfg, tokenizer_lib.load_tokenizer(tmp_path / "tok"))
   batch = deft.init_batch(model.config, 2, 8)
-  assert batch["clip"].shape[2:4] == batch["keyframes"].shape[2:4] == (64, 64)  # the largest expert's size
-  rng = np.random.default_rng()
-  batch = {**batch, "clip": rng.integers(0, 256, batch["clip"].shape, dtype=np.uint8)}
+  # The schema gives each input at the size of the expert that reads it ...
+  assert batch["clip"].shape[2:4] == (32, 32) and batch["keyframes"].shape[2:4] == (64, 64)
+  rng = np.random.default_rng(0)
+  # ... and a dataset's 64-px clip is read by the 32-px expert all the same.
+  batch = {**batch, "clip": rng.integers(0, 256, (2, 8, 64, 64, 3), dtype=np.uint8)}
   params = model.init(jax.random.key(0), batch)["params"]
   _, aux = model.apply({"params": params}, batch, method=model.encode)
-  pixels = batch["clip"].astype(np.float32) / 127.5 - 1.0
+  pixels = batch["clip"].astype(np.float32) / 255.0
   # An antialiased halving of a 64-px image is (nearly) the mean of each 2x2 block.
   small = jax.image.resize(pixels, (2, 8, 32, 32, 3), "linear", antialias=True)
   blocks = pixels.reshape(2, 8, 32, 2, 32, 2, 3).mean(axis=(3, 5))
   assert np.abs(np.asarray(small) - blocks).mean() < 0.5 * np.abs(pixels[:, :, ::2, ::2] - blocks).mean()
-  expert = texture.TextureExpert(model.config.texture)
-  tokens = expert.apply({"params": params["texture"]}, small)
+  expert = texture.TextureExpert(model.config.expert("texture"))
+  tokens = expert.apply({"params": params["texture"]}, small, method=texture.TextureExpert.encode)
   projected = deft.Projector(model.config.llm.hidden_size, model.config.llm.hidden_size).apply(
       {"params": params["texture_projector"]}, tokens)
   np.testing.assert_allclose(np.asarray(aux["tokens"]["texture"]), np.asarray(projected), atol=1e-5)

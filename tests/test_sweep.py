@@ -10,6 +10,7 @@ import pytest
 import train_runs
 from deft_jax import cli
 from deft_jax.eval import log as log_lib, metrics
+from deft_jax.data import selection
 from deft_jax.train import sweep, trainer
 
 
@@ -33,7 +34,7 @@ def test_grid_and_folds(synthetic_tiny):
   with pytest.raises(sweep.SweepError, match="loso_folds=99"):
     sweep.runs(_config(synthetic_tiny, "--config.loso_folds=99"))
   with pytest.raises(ValueError, match="holdout_subjects: no labelled clips of \\['nobody'\\]"):
-    trainer.select_records(sweep.configure(cfg, {"data.holdout_subjects": ("nobody",)}), synthetic_tiny)
+    selection.select_records(sweep.configure(cfg, {"data.holdout_subjects": ("nobody",)}), synthetic_tiny)
   # The ablation grid of the project is in the same format: 13 points x 3 seeds.
   ablations = sweep.runs(cli.load_config(["--config", "configs/ablations.py:tiny"]))
   assert len(ablations) == 39 and ablations[3]["dir"] == "no_structure__seed0"

@@ -87,6 +87,6 @@ def test_ablation_grid_points_apply_to_the_locked_config(tmp_path):
       assert node == value, (point["name"], path)
     model_config = state_lib.deft_config(run, tok)  # every point builds a model
     for expert in ("structure", "texture", "motion"):
-      assert (getattr(model_config, expert) is None) == (point["name"] == f"no_{expert}")
+      assert (model_config.expert(expert) is None) == (point["name"] == f"no_{expert}")
   with pytest.raises(sweep.SweepError, match="model.lora.rnak"):
     sweep.configure(cfg, {"model.lora.rnak": 4})

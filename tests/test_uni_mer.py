@@ -9,6 +9,7 @@ from deft_jax.data import answers, build, pipeline, synthetic, tokenizer as toke
 from deft_jax.facs import catalogue, dual_constraint, evidence, regions
 
 
+
 def _uni_mer(synthetic_tiny, name):
   root = os.path.dirname(os.path.dirname(os.path.dirname(synthetic_tiny.data_dir)))
   return build.prepare(name, root)
@@ -148,7 +149,7 @@ def test_pipeline_answers_switch(uni_mer, synthetic_tiny, tmp_path):
   ex = uni.map_with(record, 3)
   text = tok.decode(ex["text_ids"][ex["prompt_len"]:ex["text_mask"].sum()], skip_special_tokens=True)
   parsed = answers.parse_answer(text)
-  assert parsed.emotion == ("negative", "positive", "surprise")[int(record["labels"]["composite"])]
+  assert parsed.emotion == ("negative", "positive", "surprise")[int(pipeline.record_label(record, "composite"))]
   np.testing.assert_array_equal(ex["aus"], record["aus_confirmed"])
   assert tok.decode(ex["text_ids"][:ex["prompt_len"]]).strip() == record["instructions"][3].decode()
   np.testing.assert_array_equal(labels.map_with(record, 0)["aus"], record["aus"])

@@ -91,8 +91,8 @@ def parse_answer(text: str) -> Answer:
 
 
 def scheme_label(emotion: str, scheme: str) -> str:
-  """The name `scheme` gives a fine emotion: its composite class in the 3/4-class schemes."""
-  return emotion if scheme not in ("composite", "casme3-3", "casme3-4") else (emotions.coarse(emotion) or emotion)
+  """The name `scheme` gives a fine emotion (emotions.class_name), or the emotion itself."""
+  return emotions.class_name(emotion, scheme) or emotion
 
 
 def relabel(answer: Answer, fine: str, label: str) -> Answer:

@@ -7,7 +7,7 @@ TensorFlow, which deft-jax does without.
 import numpy as np
 import tensorflow_datasets as tfds
 
-from deft_jax.facs import catalogue, emotions
+from deft_jax.facs import catalogue
 
 # AU side codes in `au_side`: the subject's own side, as FACS and the datasets' sheets write it.
 SIDE_NONE, SIDE_BOTH, SIDE_LEFT, SIDE_RIGHT = 0, 1, 2, 3
@@ -19,7 +19,8 @@ def clip_features(num_frames: int, size: int, extra: dict | None = None) -> tfds
   frames[onset_index] is the onset and frames[apex_index] the apex. `flow` is onset->apex
   (dx, dy) in pixels at the frame resolution, so frames[apex](x + flow(x)) ~ frames[onset](x).
   AU vectors follow `catalogue.AU_NUMBERS`; intensity 0 is unknown, 1..5 are FACS A..E.
-  `labels` holds the class index in every scheme of `emotions.SCHEMES` (-1: not in it).
+  Only the fine `emotion` is stored: class schemes map it when the data is read
+  (emotions.label), so a new scheme needs no rebuild.
   """
   t, s, n = num_frames, size, catalogue.NUM_AUS
   feats = {
@@ -34,7 +35,6 @@ def clip_features(num_frames: int, size: int, extra: dict | None = None) -> tfds
       "au_side": tfds.features.Tensor(shape=(n,), dtype=np.uint8),
       "au_string": tfds.features.Text(),
       "emotion": tfds.features.Text(),
-      "labels": {name: np.int32 for name in emotions.SCHEMES},
       "subject": tfds.features.Text(),
       "clip_id": tfds.features.Text(),
       "source": tfds.features.Text(),
@@ -42,6 +42,3 @@ def clip_features(num_frames: int, size: int, extra: dict | None = None) -> tfds
   feats.update(extra or {})
   return tfds.features.FeaturesDict(feats)
 
-
-def scheme_labels(emotion: str) -> dict[str, int]:
-  return {name: emotions.label(emotion, name) for name in emotions.SCHEMES}

@@ -391,7 +391,6 @@ def make_record(clip: Clip, cfg: ClipConfig, notes: list) -> tuple[dict, str]:
       "au_side": side,
       "au_string": clip.au_string,
       "emotion": emotion,
-      "labels": features.scheme_labels(emotion),
       "subject": clip.subject,
       "clip_id": clip.clip_id,
       "source": clip.source,

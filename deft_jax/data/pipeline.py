@@ -17,7 +17,7 @@ import functools
 import grain
 import numpy as np
 
-from deft_jax.data import answers, augment
+from deft_jax.data import answers, augment, schema
 from deft_jax.facs import emotions
 
 
@@ -52,8 +52,14 @@ def index_source(source, scheme: str) -> list[ClipInfo]:
   for i in range(len(source)):
     r = source[i]
     out.append(ClipInfo(i, _text(r["subject"]), _text(r["clip_id"]), _text(r["source"]),
-                        int(r["labels"][scheme])))
+                        record_label(r, scheme)))
   return out
+
+
+def record_label(record, scheme: str) -> int:
+  """A record's class in `scheme` (-1: none): records store the fine emotion only, and every
+  class scheme applies here, when the data is read."""
+  return emotions.label(_text(record["emotion"]), scheme)
 
 
 def _text(x) -> str:
@@ -90,8 +96,8 @@ class Preprocess(grain.transforms.RandomMap):
 
   def map_with(self, record, instruction: int):
     """`instruction` indexes answers.INSTRUCTIONS ("labels") or the record's pairs ("uni_mer")."""
-    label = int(record["labels"][self.scheme])
     emotion = _text(record["emotion"])
+    label = record_label(record, self.scheme)
     name = emotions.SCHEMES[self.scheme][label]
     if self.answers == "labels":
       answer = answers.answer_from_labels(record["aus"], record["au_side"], emotion, self.scheme)
@@ -104,14 +110,14 @@ class Preprocess(grain.transforms.RandomMap):
     text = encode_text(self.tokenizer, self.layout, prompt, answers.format_answer(answer))
     frames = record["frames"]
     flow = np.concatenate([record["flow"], record["strain"][..., None]], -1).astype(np.float32)
-    return {
+    return schema.conform({
         "keyframes": np.stack([frames[record["onset_index"]], frames[record["apex_index"]]]),
         "clip": frames,
         "flow": flow,
-        "aus": aus.astype(np.float32),
-        "label": np.int32(label),
+        "aus": aus,
+        "label": label,
         **text,
-    }
+    }, where=_text(record.get("clip_id", "record")))
 
 
 def _uni_mer_field(record, field: str):

@@ -308,7 +308,6 @@ def make_clip(subject: Subject, emotion: str, capture: Capture, rng: np.random.G
       "au_string": au_string(written),
       "aus_true": true_multi,
       "emotion": emotion,
-      "labels": features.scheme_labels(emotion),
       "source": capture.name,
   }
 

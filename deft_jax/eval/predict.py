@@ -19,7 +19,7 @@ import re
 import cv2
 import numpy as np
 
-from deft_jax.data import answers, faces, manual, pipeline
+from deft_jax.data import answers, faces, manual, pipeline, schema
 from deft_jax.eval import answer_scores, evaluate, experts, plots, restore
 from deft_jax.facs import catalogue, emotions
 from deft_jax.models import decoding, deft
@@ -116,14 +116,14 @@ def _positions(path: str, num: int, onset: int, apex: int | None, offset: int | 
 def _example(trained: restore.Trained, crops, flow_crops, numbers, apex):
   """One model example (batch of 1) from face crops, as pipeline.Preprocess builds them."""
   cfg, tokenizer = trained.cfg, trained.tokenizer
-  shapes = deft.init_batch(trained.model.config, 1, cfg.data.max_text_len)
   onset = numbers[0]
   flow, strain = manual.onset_apex_flow(manual.gray(flow_crops[onset]), manual.gray(flow_crops[apex]))
   layout = pipeline.TextLayout(cfg.data.max_text_len, tokenizer.pad_token_id, tokenizer.eos_token_id)
   text = pipeline.encode_text(tokenizer, layout, answers.INSTRUCTIONS[0], None)
-  clip = np.stack([crops[n] for n in numbers]) if trained.model.config.texture else shapes["clip"][0]
-  example = {"keyframes": np.stack([crops[onset], crops[apex]]), "clip": clip,
-             "flow": np.concatenate([flow, strain[..., None]], -1), **text}
+  inputs = {"keyframes": lambda: np.stack([crops[onset], crops[apex]]), "clip": lambda: np.stack([crops[n] for n in numbers]),
+            "flow": lambda: np.concatenate([flow, strain[..., None]], -1)}
+  example = {k: inputs[k]() for k in schema.input_shapes(trained.model.config)}
+  example = schema.conform({**example, **text}, where="predict")
   return {k: np.asarray(v)[None] for k, v in example.items()}, flow
 
 
@@ -144,8 +144,11 @@ def predict(path, workdir, *, onset: int = 0, apex: int | None = None, offset: i
   """Predicts on one clip and writes OUT/prediction.json and OUT/prediction.png."""
   path = os.fspath(path)
   trained = restore.load(workdir, params=False)  # the input is checked before params are read
-  shapes = deft.init_batch(trained.model.config, 1, trained.cfg.data.max_text_len)
-  size, flow_size, num_frames = shapes["keyframes"].shape[2], shapes["flow"].shape[1], shapes["clip"].shape[1]
+  shapes = schema.input_shapes(trained.model.config)
+  pixels = [shapes[k][1] for k in ("keyframes", "clip") if k in shapes]
+  size = max(pixels, default=64)
+  flow_size = shapes["flow"][0] if "flow" in shapes else size
+  num_frames = shapes["clip"][0] if "clip" in shapes else 2
   crops, names, box = read_clip(path, face, onset, (size, flow_size))
   onset, apex, offset = _positions(path, len(names), onset, apex, offset)
   spotted = None

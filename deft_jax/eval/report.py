@@ -9,10 +9,9 @@ WORKDIR/report/: confusion.png, curves.png, au_cues.png, experts.png, experts.js
 import json
 import os
 
-from deft_jax.data import build, pipeline
+from deft_jax.data import build, pipeline, selection
 from deft_jax.eval import answer_scores, evaluate, experts, log as log_lib, plots, restore, score
 from deft_jax.facs import emotions
-from deft_jax.train import trainer
 
 
 class ReportError(ValueError):
@@ -40,10 +39,10 @@ def experts_on_test_set(workdir) -> tuple[dict, str] | None:
   """Contributions measured with the latest checkpoint on the test split, or None without data."""
   trained = restore.load(workdir)
   cfg = trained.cfg
-  b = build.builder(cfg.data.name, trainer.data_dir(cfg), cfg.data.manual_dir or None)
+  b = build.builder(cfg.data.name, selection.data_dir(cfg), cfg.data.manual_dir or None)
   if not b.is_prepared():
     return None
-  _, source, info = trainer.select_records(cfg, b)  # the run's own test set (a LOSO fold too)
+  _, source, info = selection.select_records(cfg, b)  # the run's own test set (a LOSO fold too)
   preprocess = pipeline.Preprocess(trained.tokenizer, cfg.data.scheme, cfg.data.max_text_len, train=False)
   size = cfg.train.eval_batch_size
   probs = evaluate.predict(trained.model, trained.params, source, preprocess, size, trained.mesh)

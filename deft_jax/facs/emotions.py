@@ -65,11 +65,17 @@ def coarse(emotion: str) -> str | None:
   return _COARSE.get(emotion.strip().lower())
 
 
-def label(emotion: str, scheme: str) -> int:
-  """Index of `emotion` in `scheme`, or -1 when the scheme has no such class."""
+def class_name(emotion: str, scheme: str) -> str | None:
+  """The class `scheme` puts a fine emotion in, or None when it has none: schemes over the
+  composite classes (composite, casme3-3, casme3-4) read it through `coarse`, the others keep
+  it. Records store the fine emotion only; every scheme is applied here, at read time."""
   classes = SCHEMES[scheme]
   emotion = emotion.strip().lower()
-  name = coarse(emotion) if classes[:3] == SCHEMES["composite"] else emotion
-  if emotion == "others":
-    name = emotion
-  return classes.index(name) if name in classes else -1
+  name = emotion if emotion == "others" or classes[:3] != SCHEMES["composite"] else coarse(emotion)
+  return name if name in classes else None
+
+
+def label(emotion: str, scheme: str) -> int:
+  """Index of `emotion` in `scheme`, or -1 when the scheme has no such class."""
+  name = class_name(emotion, scheme)
+  return -1 if name is None else SCHEMES[scheme].index(name)

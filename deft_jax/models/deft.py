@@ -1,29 +1,25 @@
-"""DEFT: three experts -> projectors -> decoder LLM (+LoRA), with emotion and AU heads.
+"""DEFT: experts -> projectors -> decoder LLM (+LoRA), with emotion and AU heads.
 
 The sequence the LLM reads is a fixed prefix, then the text:
 
     <s> <structure> S... </structure> <texture> T... </texture> <motion> M... </motion> instruction answer
 
-Expert tokens enter as embeddings between their marker tokens; an expert that is switched off
-in config takes its markers with it. The emotion head reads the hidden state of the last
-instruction token, which (causally) has seen every expert token and none of the answer.
+Expert tokens enter as embeddings between their marker tokens; the experts are whatever the
+config lists (models/experts/registry.py), each reading its own batch key at its own size; one
+that is switched off takes its markers with it. The emotion head reads the hidden state of the
+last instruction token, which (causally) has seen every expert token and none of the answer.
 """
 
 import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from deft_jax.data import schema
 from deft_jax.models import llm as llm_lib
 from deft_jax.models import lora as lora_lib
-from deft_jax.models.experts import encoder
-from deft_jax.models.experts.motion import MotionConfig, MotionExpert
-from deft_jax.models.experts.structure import StructureConfig, StructureExpert
-from deft_jax.models.experts.texture import TextureConfig, TextureExpert
-
-EXPERTS = ("structure", "texture", "motion")
+from deft_jax.models.experts import encoder, registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,15 +29,18 @@ class DeftConfig:
   # Token ids of <s> and each expert's (open, close) markers.
   bos_id: int
   markers: tuple[tuple[int, int], ...]
-  structure: StructureConfig | None = None
-  texture: TextureConfig | None = None
-  motion: MotionConfig | None = None
+  # (name, registry.Expert, its config) of each expert, in prefix order.
+  expert_specs: tuple[tuple[str, registry.Expert, Any], ...] = ()
   lora: lora_lib.LoraConfig | None = None
   projector_hidden: int = 0  # 0: the LLM width
 
   @property
   def experts(self) -> tuple[str, ...]:
-    return tuple(e for e in EXPERTS if getattr(self, e) is not None)
+    return tuple(name for name, _, _ in self.expert_specs)
+
+  def expert(self, name: str):
+    """The config of expert `name`, or None when it is not in the model."""
+    return next((c for n, _, c in self.expert_specs if n == name), None)
 
 
 class Projector(nn.Module):
@@ -57,18 +56,6 @@ class Projector(nn.Module):
     return encoder.dense(self.out, ("mlp", "embed"), self.dtype, self.param_dtype, "fc2")(nn.gelu(x))
 
 
-def _pixels(x):
-  return x.astype(jnp.float32) / 127.5 - 1.0
-
-
-def _at_size(images, size: int):
-  """(..., S, S, 3) images at an expert's own resolution (antialiased), so each expert can read
-  the frames at its own size: a fine-grained image tower beside a coarser video one."""
-  if images.shape[-2] == size:
-    return images
-  return jax.image.resize(images, images.shape[:-3] + (size, size, images.shape[-1]), "linear", antialias=True)
-
-
 class DeftModel(nn.Module):
   config: DeftConfig
   dtype: Any = jnp.float32
@@ -78,10 +65,9 @@ class DeftModel(nn.Module):
   def setup(self):
     c, dt, pdt = self.config, self.dtype, self.param_dtype
     width = c.llm.hidden_size
-    modules = {"structure": StructureExpert, "texture": TextureExpert, "motion": MotionExpert}
-    self.experts = {e: modules[e](getattr(c, e), dt, pdt, name=e) for e in c.experts}
-    self.projectors = {e: Projector(c.projector_hidden or width, width, dt, pdt, name=f"{e}_projector")
-                       for e in c.experts}
+    self.experts = {name: spec.module(cfg, dt, pdt, name=name) for name, spec, cfg in c.expert_specs}
+    self.projectors = {name: Projector(c.projector_hidden or width, width, dt, pdt, name=f"{name}_projector")
+                       for name in c.experts}
     self.llm = llm_lib.DecoderLM(c.llm, c.lora, dt, pdt, self.remat)
     self.emotion_head = encoder.dense(c.num_classes, ("embed", None), dt, pdt, "emotion_head")
 
@@ -89,21 +75,16 @@ class DeftModel(nn.Module):
     """Prefix embeddings (B, P, D), and per-expert projected tokens, pooled features and AU logits.
 
     Experts named in `drop` leave the prefix (tokens and markers), to measure what each
-    contributes at inference.
+    contributes at inference. AU logits come from the expert that emits them (the motion expert).
     """
-    c = self.config
-    inputs = {"structure": lambda: _at_size(_pixels(batch["keyframes"]), c.structure.image_size),
-              "texture": lambda: _at_size(_pixels(batch["clip"]), c.texture.image_size),
-              "motion": lambda: batch["flow"]}
     b = batch["text_ids"].shape[0]
     marker = lambda i: self.llm.embed(jnp.full((b, 1), i, jnp.int32))
     parts, pooled, projected, au_logits = [marker(self.config.bos_id)], {}, {}, None
-    for name, (open_id, close_id) in zip(self.config.experts, self.config.markers):
+    for (name, spec, _), (open_id, close_id) in zip(self.config.expert_specs, self.config.markers):
       if name in drop:
         continue
-      out = self.experts[name](inputs[name](), deterministic)
-      if name == "motion":
-        out, au_logits = out
+      out, aux = self.experts[name](batch[spec.reads], deterministic)
+      au_logits = aux.get("au_logits", au_logits)
       tokens = self.projectors[name](out)
       projected[name] = tokens
       pooled[name] = tokens.mean(axis=1)
@@ -136,19 +117,8 @@ class DeftModel(nn.Module):
 
 
 def init_batch(config: DeftConfig, batch_size: int, text_len: int) -> dict:
-  """A batch of zeros with the shapes the model reads, for init and eval_shape."""
-  s, t, m = config.structure, config.texture, config.motion
-  img = max((e.image_size for e in (s, t) if e), default=8)  # each expert resizes to its own
-  frames = t.num_frames if t else 2
-  flow = m.flow_size if m else 8
-  return {
-      "keyframes": jnp.zeros((batch_size, 2, img, img, 3), jnp.uint8),
-      "clip": jnp.zeros((batch_size, frames, img, img, 3), jnp.uint8),
-      "flow": jnp.zeros((batch_size, flow, flow, 3), jnp.float32),
-      "text_ids": jnp.zeros((batch_size, text_len), jnp.int32),
-      "text_mask": jnp.ones((batch_size, text_len), jnp.int32),
-      "prompt_len": jnp.ones((batch_size,), jnp.int32),
-  }
+  """A batch of zeros with the shapes the model reads (data/schema.py), for init and eval_shape."""
+  return {k: jnp.asarray(v) for k, v in schema.zeros(config, batch_size, text_len).items()}
 
 
 def language_model(model: DeftModel) -> llm_lib.DecoderLM:

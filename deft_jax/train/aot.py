@@ -23,9 +23,8 @@ import math
 import time
 
 import jax
-import jax.numpy as jnp
 
-from deft_jax.facs import catalogue
+from deft_jax.data import schema
 from deft_jax.models import deft, llm as llm_lib
 from deft_jax.train import optimizer as optimizer_lib, sharding, state as state_lib, step as step_lib
 
@@ -112,6 +111,7 @@ class _Vocabulary:
 
   def __init__(self, size: int, bos_id: int):
     self.bos_token_id, self._size, self._ids = bos_id, size, {}
+    self.unk_token_id = -1  # every marker has an id
 
   def __len__(self):
     return self._size
@@ -154,10 +154,7 @@ def devices_for(topology: Topology, force_cpu: bool):
 
 def abstract_batch(config: deft.DeftConfig, batch: int, text_len: int, mesh, rules) -> dict:
   """ShapeDtypeStructs of one global training batch, split on "batch"."""
-  shapes = jax.eval_shape(lambda: deft.init_batch(config, batch, text_len))
-  shapes.update(aus=jax.ShapeDtypeStruct((batch, catalogue.NUM_AUS), jnp.float32),
-                label=jax.ShapeDtypeStruct((batch,), jnp.int32),
-                loss_mask=jax.ShapeDtypeStruct((batch, text_len), jnp.float32))
+  shapes = schema.batch_spec(config, batch, text_len, targets=True)
   s = sharding.batch_sharding(mesh, rules)
   return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s) for k, v in shapes.items()}
 

@@ -17,8 +17,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from deft_jax.models.experts import texture as texture_lib
-from deft_jax.models.experts import vision_hf
 
 
 class InitFromError(ValueError):
@@ -55,17 +53,10 @@ def read_params(path: str) -> dict[tuple[str, ...], np.ndarray]:
   return traverse_util.flatten_dict(restored["params"])
 
 
-def _vision(model_config) -> dict[tuple[str, ...], np.ndarray]:
-  out = {}
-  s, t = model_config.structure, model_config.texture
-  if s is not None and s.checkpoint:
-    _, params = vision_hf.load(s.checkpoint, s.image_size)
-    out.update({("structure", "vit") + k: v for k, v in traverse_util.flatten_dict(params).items()})
-  if t is not None and t.checkpoint:
-    _, params = vision_hf.load(t.checkpoint, t.image_size)
-    inflated = texture_lib.inflate(params, t)
-    out.update({("texture",) + k: v for k, v in traverse_util.flatten_dict(inflated).items()})
-  return out
+def _pretrained(model_config) -> dict[tuple[str, ...], np.ndarray]:
+  """Each expert's weights from the local checkpoints its config names (registry.Expert.pretrained)."""
+  return {(name,) + path: value for name, spec, config in model_config.expert_specs
+          for path, value in spec.pretrained(config).items()}
 
 
 def initialise(cfg, state, model_config, log=print):
@@ -75,7 +66,7 @@ def initialise(cfg, state, model_config, log=print):
   lists the stage-1 parameters left unused (by path) for the log.
   """
   flat = traverse_util.flatten_dict(state.params)
-  updates = _vision(model_config)
+  updates = _pretrained(model_config)
   missing = [k for k in updates if k not in flat]
   if missing:
     raise InitFromError(f"vision checkpoint params with no place in the model: {['/'.join(k) for k in missing[:5]]}")

@@ -8,10 +8,9 @@ import jax
 import jax.numpy as jnp
 from flax.training import train_state
 
-from deft_jax.data import tokenizer as tokenizer_lib
 from deft_jax.facs import emotions
 from deft_jax.models import deft, llm as llm_lib, lora as lora_lib
-from deft_jax.models.experts import motion, structure, texture
+from deft_jax.models.experts import registry
 from deft_jax.train import optimizer as optimizer_lib, sharding
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -34,19 +33,21 @@ def llm_config(cfg, vocab_size: int) -> llm_lib.LlmConfig:
 def deft_config(cfg, tokenizer, llm: llm_lib.LlmConfig | None = None) -> deft.DeftConfig:
   """`llm` replaces the configured LLM (AOT planning at a published model's size)."""
   m = cfg.model
-  builders = {"structure": structure.config_from, "texture": texture.config_from, "motion": motion.config_from}
-  experts = {k: build(m[k]) if m[k].enabled else None for k, build in builders.items()}
-  on = [e for e in deft.EXPERTS if experts[e] is not None]
-  if not on:
-    raise ValueError("config.model: every expert is disabled; enable at least one")
+  specs = registry.configured(m)
+  names = [registry.markers(name) for name, _, _ in specs]
+  unknown = (None, tokenizer.unk_token_id)
+  missing = [t for pair in names for t in pair if tokenizer.convert_tokens_to_ids(t) in unknown]
+  if missing:  # an expert the tokenizer was not made with: its markers join the vocabulary
+    tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
   ids = tokenizer.convert_tokens_to_ids
-  markers = tuple((ids(tokenizer_lib.EXPERT_MARKERS[e][0]), ids(tokenizer_lib.EXPERT_MARKERS[e][1])) for e in on)
+  markers = tuple((ids(open_), ids(close)) for open_, close in names)
   lora = None
   if m.lora.enabled:
     lora = lora_lib.LoraConfig(rank=m.lora.rank, alpha=m.lora.alpha, dropout=m.lora.dropout, targets=m.lora.targets)
   return deft.DeftConfig(
       llm=llm or llm_config(cfg, len(tokenizer)), num_classes=len(emotions.SCHEMES[cfg.data.scheme]),
-      bos_id=tokenizer.bos_token_id, markers=markers, lora=lora, projector_hidden=m.projector_hidden, **experts)
+      bos_id=tokenizer.bos_token_id, markers=markers, expert_specs=tuple(specs), lora=lora,
+      projector_hidden=m.projector_hidden)
 
 
 def make_model(cfg, tokenizer, llm: llm_lib.LlmConfig | None = None) -> deft.DeftModel:

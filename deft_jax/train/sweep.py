@@ -32,7 +32,7 @@ import re
 import jax
 import numpy as np
 
-from deft_jax.data import build
+from deft_jax.data import build, selection
 from deft_jax.eval import aggregate, log as log_lib, metrics
 from deft_jax.train import trainer
 
@@ -73,8 +73,8 @@ def folds(cfg) -> list[tuple[str, tuple[str, ...]]]:
   k = cfg.get("loso_folds", 0)
   if k == 0:
     return []
-  builder = build.prepare(cfg.data.name, trainer.data_dir(cfg), cfg.data.manual_dir or None)
-  subjects = sorted({c.subject for c in trainer.pooled_records(cfg, builder)[1]})
+  builder = build.prepare(cfg.data.name, selection.data_dir(cfg), cfg.data.manual_dir or None)
+  subjects = selection.loso_subjects(cfg, builder)
   if k == -1:
     return [(s, (s,)) for s in subjects]
   if not 0 < k <= len(subjects):
@@ -85,15 +85,9 @@ def folds(cfg) -> list[tuple[str, tuple[str, ...]]]:
 def configure(cfg, overrides: dict):
   """A copy of the locked `cfg` with "a.b.c" fields set (an unknown field is an error)."""
   out = cfg.copy_and_resolve_references()
-  for field, value in overrides.items():
-    *parents, leaf = field.split(".")
-    node = out
+  for field, value in overrides.items():  # one at a time, so an error names its field
     try:
-      for p in parents:
-        node = node[p]
-      if leaf not in node:
-        raise KeyError(leaf)
-      node[leaf] = value
+      out.update_from_flattened_dict({field: value})
     except (KeyError, AttributeError, TypeError) as e:
       raise SweepError(f"config.sweep: cannot set {field}={value!r} ({type(e).__name__}: {e})") from None
   return out

@@ -15,7 +15,7 @@ import jax
 import tqdm
 from flax import traverse_util
 
-from deft_jax.data import augment, build, pipeline, tokenizer as tokenizer_lib
+from deft_jax.data import augment, build, pipeline, selection, tokenizer as tokenizer_lib
 from deft_jax.eval import evaluate
 from deft_jax.models import hf
 from deft_jax.train import checkpoint, init_from, preemption, sharding, state as state_lib
@@ -36,10 +36,6 @@ def prepare_workdir(workdir: str) -> str:
   return workdir
 
 
-def data_dir(cfg) -> str:
-  return os.path.expanduser(cfg.data.data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
-
-
 def load_tokenizer(cfg, workdir: str):
   """The configured tokenizer, or one trained on deft-jax's own text into the workdir.
 
@@ -55,45 +51,6 @@ def load_tokenizer(cfg, workdir: str):
     except OSError:
       shutil.rmtree(aside, ignore_errors=True)
   return tokenizer_lib.load_tokenizer(path)
-
-
-def labelled(source, scheme: str) -> list:
-  """The clips of `source` that have a class in `scheme`."""
-  return [c for c in pipeline.index_source(source, scheme) if c.label >= 0]
-
-
-def pooled_records(cfg, builder):
-  """The train and test splits as one source, and its labelled clips (for LOSO folds)."""
-  splits = f"{cfg.data.train_split}+{cfg.data.test_split}"
-  try:
-    source = builder.as_data_source(split=splits)
-  except ValueError as e:
-    raise build.DatasetError(f"{cfg.data.name}: cannot read splits {splits!r} ({e})") from None
-  return source, labelled(source, cfg.data.scheme)
-
-
-def select_records(cfg, builder):
-  """(train source, test source, test clips): the configured splits, or with
-  data.holdout_subjects a LOSO fold of the pooled splits (those subjects are the test set)."""
-  sources = builder.as_data_source()
-  for split in (cfg.data.train_split, cfg.data.test_split):
-    if split not in sources:
-      raise build.DatasetError(f"{cfg.data.name}: no split {split!r}; it has {sorted(sources)}")
-  holdout = set(cfg.data.holdout_subjects)
-  if holdout:
-    source, info = pooled_records(cfg, builder)
-    unknown = sorted(holdout - {c.subject for c in info})
-    if unknown:
-      raise ValueError(f"data.holdout_subjects: no labelled clips of {unknown} in {cfg.data.name} "
-                       f"({cfg.data.train_split}+{cfg.data.test_split})")
-    train_info = [c for c in info if c.subject not in holdout]
-    test_info = [c for c in info if c.subject in holdout]
-    train_source = test_source = source
-  else:
-    train_source, test_source = sources[cfg.data.train_split], sources[cfg.data.test_split]
-    train_info, test_info = labelled(train_source, cfg.data.scheme), labelled(test_source, cfg.data.scheme)
-  return (pipeline.Subset(train_source, [c.index for c in train_info]),
-          pipeline.Subset(test_source, [c.index for c in test_info]), test_info)
 
 
 def check_batch(cfg, mesh) -> int:
@@ -138,9 +95,9 @@ def train(cfg, workdir: str) -> dict:
   """Runs the job of `cfg` in `workdir` (resuming from its last checkpoint) and returns results."""
   workdir = prepare_workdir(workdir)
   start = time.time()
-  builder = build.prepare(cfg.data.name, data_dir(cfg), cfg.data.manual_dir or None)
+  builder = build.prepare(cfg.data.name, selection.data_dir(cfg), cfg.data.manual_dir or None)
   tokenizer = load_tokenizer(cfg, workdir)
-  train_source, test_source, test_info = select_records(cfg, builder)
+  train_source, test_source, test_info = selection.select_records(cfg, builder)
 
   mesh = sharding.make_mesh(cfg.mesh)
   rules = sharding.rules(cfg)

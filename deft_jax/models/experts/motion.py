@@ -21,6 +21,7 @@ import numpy as np
 
 from deft_jax.facs import catalogue, regions
 from deft_jax.models.experts import encoder as encoder_lib
+from deft_jax.models.experts import registry
 
 POOLINGS = ("mean", "attention")
 
@@ -79,8 +80,9 @@ class MotionExpert(nn.Module):
 
   @nn.compact
   def __call__(self, flow, deterministic=True):
-    """flow (B, S, S, 3) -> (region tokens (B, R, width), AU logits (B, NUM_AUS))."""
+    """flow (B, S', S', 3), any S' -> (region tokens (B, R, width), {"au_logits": (B, NUM_AUS)})."""
     c = self.config
+    flow = registry.resize_flow(flow.astype(jnp.float32), c.flow_size)
     x = encoder_lib.patch_embed(flow / c.flow_scale, c.encoder.width, (c.patch, c.patch), self.dtype,
                                 self.param_dtype, "patch_embed")
     b, h, w, d = x.shape
@@ -94,4 +96,8 @@ class MotionExpert(nn.Module):
     # Each AU belongs to a region, so the head sees every region's token in its place.
     au_logits = encoder_lib.dense(catalogue.NUM_AUS, (None, None), self.dtype, self.param_dtype, "au_head")(
         tokens.reshape(b, -1))
-    return tokens, au_logits.astype(jnp.float32)
+    return tokens, {"au_logits": au_logits.astype(jnp.float32)}
+
+
+EXPERT = registry.Expert(reads="flow", config_from=config_from, module=MotionExpert,
+                         input_shape=lambda c: (c.flow_size, c.flow_size, 3))

@@ -12,8 +12,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flax import traverse_util
+
 from deft_jax.models.experts import encoder as encoder_lib
-from deft_jax.models.experts import vision_hf
+from deft_jax.models.experts import registry, vision_hf
 from deft_jax.models.experts import vit as vit_lib
 
 
@@ -41,11 +43,24 @@ class StructureExpert(nn.Module):
 
   @nn.compact
   def __call__(self, keyframes, deterministic=True):
-    """keyframes (B, F, S, S, 3) in [-1, 1] -> tokens (B, F N, width)."""
+    """keyframes (B, F, S', S', 3) uint8, any S' -> (tokens (B, F N, width), {})."""
     c = self.config.vit
+    keyframes = registry.resize(registry.unit_pixels(keyframes), c.image_size)
     tower = vit_lib.VisionTransformer(c, self.dtype, self.param_dtype, name="vit")
     b, f = keyframes.shape[:2]
     x = tower.embed(vit_lib.normalise(keyframes, c).reshape((b * f,) + keyframes.shape[2:]))
     x = x.reshape(b, f, -1, c.encoder.width)
     x = x + encoder_lib.position_embedding(self, "frame_embedding", (1, f, 1, c.encoder.width))
-    return tower.encode(x.reshape(b, -1, c.encoder.width).astype(self.dtype), deterministic)
+    return tower.encode(x.reshape(b, -1, c.encoder.width).astype(self.dtype), deterministic), {}
+
+
+def _pretrained(config: StructureConfig) -> dict:
+  if not config.checkpoint:
+    return {}
+  _, params = vision_hf.load(config.checkpoint, config.image_size)
+  return {("vit",) + k: v for k, v in traverse_util.flatten_dict(params).items()}
+
+
+EXPERT = registry.Expert(
+    reads="keyframes", config_from=config_from, module=StructureExpert, pretrained=_pretrained,
+    input_shape=lambda c: (2, c.image_size, c.image_size, 3))

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deft_jax.models.experts import encoder as encoder_lib
-from deft_jax.models.experts import vision_hf
+from deft_jax.models.experts import registry, vision_hf
 from deft_jax.models.experts import vit as vit_lib
 
 ATTENTIONS = ("joint", "factorised")
@@ -114,7 +114,11 @@ class TextureExpert(nn.Module):
     return self.tubelet_embed(clip.astype(self.dtype))
 
   def __call__(self, clip, deterministic=True):
-    """clip (B, T, S, S, 3) in [-1, 1] -> tokens (B, N, width), one per spatial tubelet."""
+    """clip (B, T, S', S', 3) uint8, any S' -> (tokens (B, N, width), one per spatial tubelet; {})."""
+    return self.encode(registry.resize(registry.unit_pixels(clip), self.config.image_size), deterministic), {}
+
+  def encode(self, clip, deterministic=True):
+    """clip (B, T, S, S, 3) in [0, 1] at the expert's size -> tokens (B, N, width)."""
     x = self.embed_tubelets(vit_lib.normalise(clip, self.config.vit))
     x = x + self.space_embedding.astype(x.dtype) + self.time_embedding.astype(x.dtype)
     b, t, h, w, d = x.shape
@@ -163,3 +167,16 @@ def inflate(image_params: dict, config: TextureConfig) -> dict:
     out["pre_layernorm"] = image_params["pre_layernorm"]
   out["encoder"] = {k: v_ for k, v_ in image_params["encoder"].items()}
   return out
+
+
+def _pretrained(config: TextureConfig) -> dict:
+  if not config.checkpoint:
+    return {}
+  from flax import traverse_util  # pylint: disable=import-outside-toplevel
+  _, params = vision_hf.load(config.checkpoint, config.image_size)
+  return traverse_util.flatten_dict(inflate(params, config))
+
+
+EXPERT = registry.Expert(
+    reads="clip", config_from=config_from, module=TextureExpert, pretrained=_pretrained,
+    input_shape=lambda c: (c.num_frames, c.image_size, c.image_size, 3))

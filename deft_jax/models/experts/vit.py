@@ -47,9 +47,8 @@ class ViTConfig:
 
 
 def normalise(pixels, config: ViTConfig):
-  """[-1, 1] pixels (deft.DeftModel's input) -> the normalisation the weights were trained on."""
-  x = (pixels + 1.0) * 0.5
-  return (x - jnp.asarray(config.pixel_mean, x.dtype)) / jnp.asarray(config.pixel_std, x.dtype)
+  """[0, 1] pixels (registry.unit_pixels) -> the normalisation the weights were trained on."""
+  return (pixels - jnp.asarray(config.pixel_mean, pixels.dtype)) / jnp.asarray(config.pixel_std, pixels.dtype)
 
 
 class VisionTransformer(nn.Module):
