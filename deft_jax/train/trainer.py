@@ -63,13 +63,29 @@ def labelled(source, scheme: str) -> list:
 
 
 def pooled_records(cfg, builder):
-  """The train and test splits as one source, and its labelled clips (for LOSO folds)."""
-  splits = f"{cfg.data.train_split}+{cfg.data.test_split}"
+  """The train and test splits as one source, and its labelled clips (for LOSO folds).
+
+  Each distinct split is pooled once: real builders have one split, so train_split ==
+  test_split, and "train+train" would hold every clip twice.
+  """
+  splits = "+".join(dict.fromkeys((cfg.data.train_split, cfg.data.test_split)))
   try:
     source = builder.as_data_source(split=splits)
   except ValueError as e:
     raise build.DatasetError(f"{cfg.data.name}: cannot read splits {splits!r} ({e})") from None
-  return source, labelled(source, cfg.data.scheme)
+  info = labelled(source, cfg.data.scheme)
+  check_unique_clips(info, f"{cfg.data.name} ({splits})")
+  return source, info
+
+
+def check_unique_clips(info, where: str) -> None:
+  """A LOSO pool must hold each clip once, or the training set and the scores double it."""
+  first = {}
+  for c in info:
+    if c.clip_id in first:
+      raise build.DatasetError(f"{where}: clip {c.clip_id!r} occurs twice (records {first[c.clip_id]} "
+                               f"and {c.index}); each clip must be pooled once")
+    first[c.clip_id] = c.index
 
 
 def select_records(cfg, builder):
