@@ -81,7 +81,7 @@ def _build(args, rest):
   if rest:
     raise ConfigError(f"unexpected arguments: {' '.join(rest)}")
   data_dir = os.path.expanduser(args.data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
-  b = build.prepare(args.name, data_dir, args.manual_dir)
+  b = build.prepare(args.name, data_dir, args.manual_dir, stop_on_bad_frame=args.stop_on_bad_frame)
   print(f"{args.name}: {', '.join(f'{k}={v.num_examples}' for k, v in b.info.splits.items())} in {b.data_dir}")
 
 
@@ -149,6 +149,8 @@ def main(argv=None) -> int:
   p.add_argument("name")
   p.add_argument("--manual_dir", default=None)
   p.add_argument("--data_dir", default=None)
+  p.add_argument("--stop_on_bad_frame", action="store_true",
+                 help="stop the build at a frame image that does not decode whole (default: skip its clip)")
   p.set_defaults(run=_build)
   p = sub.add_parser("tfds", help="TFDS's `tfds build` (same flags), without TensorFlow", add_help=False)
   p.add_argument("tfds_command", help="build")

@@ -26,8 +26,13 @@ class DatasetError(RuntimeError):
   """A dataset directory that is missing, half-built or corrupt."""
 
 
-def builder(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None):
-  """The TFDS builder for `name` ("builder" or "builder/config") writing to data_dir."""
+def builder(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None,
+            stop_on_bad_frame: bool = False):
+  """The TFDS builder for `name` ("builder" or "builder/config") writing to data_dir.
+
+  stop_on_bad_frame: a frame image that does not decode whole stops the build (by default
+  its clip is skipped and named in the build report).
+  """
   base, _, config = name.partition("/")
   if base not in BUILDERS:
     raise DatasetError(f"unknown dataset {base!r}; known: {sorted(BUILDERS)}")
@@ -38,16 +43,18 @@ def builder(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLik
   download_config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)) if manual_dir else None
   b = cls(data_dir=os.fspath(data_dir), file_format="array_record", **kwargs)
   b._deft_download_config = download_config  # pylint: disable=protected-access
+  if stop_on_bad_frame:
+    b.stop_on_bad_frame = True
   return b
 
 
-def prepare(name: str, data_dir, manual_dir=None):
+def prepare(name: str, data_dir, manual_dir=None, stop_on_bad_frame: bool = False):
   """Builds `name` unless a complete copy is there; checks the copy either way.
 
   TFDS writes into an `incomplete.*` folder and renames it when done, so an interrupted
   build never shadows a finished one and nothing finished is overwritten.
   """
-  b = builder(name, data_dir, manual_dir)
+  b = builder(name, data_dir, manual_dir, stop_on_bad_frame)
   if not b.is_prepared() and epath.Path(b.data_dir).exists() and any(epath.Path(b.data_dir).iterdir()):
     raise DatasetError(f"{b.data_dir}: holds files but no finished dataset (no dataset_info.json); "
                        "move or delete it to rebuild")

@@ -257,10 +257,29 @@ def frame_files(folder: pathlib.Path) -> dict[int, pathlib.Path]:
   return frames
 
 
+class BadFrame(Skip):
+  """A frame image that does not decode whole; its clip is skipped (or, by flag, the build stops)."""
+
+
+JPEG_END = b"\xff\xd9"  # the end-of-image marker every whole JPEG ends with (ITU T.81, B.2.1)
+
+
 def read_rgb(path: pathlib.Path) -> np.ndarray:
-  image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+  """The RGB pixels of a frame, decoded strictly.
+
+  libjpeg decodes a truncated JPEG without failing (it greys the missing rows and prints a
+  nameless "Premature end of JPEG file"), so a JPEG must end with its end-of-image marker
+  (padding bytes after it allowed) before OpenCV decodes it.
+  """
+  try:
+    data = path.read_bytes()
+  except OSError as e:
+    raise BadFrame(f"{path}: unreadable ({e.strerror or e})") from None
+  if path.suffix.lower() in (".jpg", ".jpeg") and not data.rstrip(b"\x00\r\n ").endswith(JPEG_END):
+    raise BadFrame(f"{path}: truncated JPEG (no end-of-image marker): the frame does not decode whole")
+  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
   if image is None:
-    raise Skip(f"{path}: unreadable image")
+    raise BadFrame(f"{path}: not a decodable image")
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -336,6 +355,11 @@ def generate(builder, clips, report: Report):
     notes = []  # (kind, text), reported only for clips that are written
     try:
       record, face = make_record(clip, cfg, notes)
+    except BadFrame as e:
+      if getattr(builder, "stop_on_bad_frame", False):
+        raise ManualDirError(f"{report.dataset}: clip {clip.clip_id} ({clip.where}): {e}") from None
+      report.skip(clip.where, str(e), clip.clip_id)
+      continue
     except Skip as e:
       report.skip(clip.where, str(e), clip.clip_id)
       continue
@@ -471,6 +495,7 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   BUILDER_CONFIGS = clip_configs()
   DEFAULT_CONFIG_NAME = "t8_s64"
   SOURCE = ""
+  stop_on_bad_frame = False  # True: a frame that does not decode whole stops the build (else skips its clip)
 
   @staticmethod
   def list_clips(root: pathlib.Path, report: "Report") -> list:
