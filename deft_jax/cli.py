@@ -180,11 +180,12 @@ def main(argv=None) -> int:
     args.run(args, rest)
   except Exception as e:  # pylint: disable=broad-except
     from deft_jax.data import build  # pylint: disable=import-outside-toplevel
-    from deft_jax.train import preemption, trainer  # pylint: disable=import-outside-toplevel
+    from deft_jax.train import preemption, trainer, workdir_lock  # pylint: disable=import-outside-toplevel
     if isinstance(e, preemption.Preempted):
       print(f"deft-jax {args.command}: {e}", file=sys.stderr)
       return preemption.EXIT_CODE
-    if isinstance(e, (ConfigError, build.DatasetError, trainer.WorkdirError, FileNotFoundError, ValueError)):
+    if isinstance(e, (ConfigError, build.DatasetError, trainer.WorkdirError, workdir_lock.WorkdirLocked,
+                      FileNotFoundError, ValueError)):
       print(f"deft-jax {args.command}: error: {e}", file=sys.stderr)
       return 2
     raise

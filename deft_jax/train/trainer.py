@@ -18,7 +18,7 @@ from flax import traverse_util
 from deft_jax.data import augment, build, pipeline, tokenizer as tokenizer_lib
 from deft_jax.eval import evaluate
 from deft_jax.models import hf
-from deft_jax.train import checkpoint, init_from, preemption, sharding, state as state_lib
+from deft_jax.train import checkpoint, init_from, preemption, sharding, state as state_lib, workdir_lock
 from deft_jax.train.step import make_train_step
 
 METRICS = "metrics.jsonl"
@@ -153,6 +153,7 @@ def save(cfg, workdir, mngr, step, state, data_iter) -> None:
 def train(cfg, workdir: str) -> dict:
   """Runs the job of `cfg` in `workdir` (resuming from its last checkpoint) and returns results."""
   workdir = prepare_workdir(workdir)
+  lock = workdir_lock.acquire(workdir, lead=jax.process_index() == 0)  # noqa: F841  held until train returns
   start = time.time()
   builder = build.prepare(cfg.data.name, data_dir(cfg), cfg.data.manual_dir or None)
   tokenizer = load_tokenizer(cfg, workdir)
