@@ -261,7 +261,7 @@ class BadFrame(Skip):
   """A frame image that does not decode whole; its clip is skipped (or, by flag, the build stops)."""
 
 
-JPEG_END = b"\xff\xd9"  # the end-of-image marker every whole JPEG ends with (ITU T.81, B.2.1)
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"  # start/end-of-image markers of a whole JPEG (ITU T.81, B.2.1)
 
 
 def read_rgb(path: pathlib.Path) -> np.ndarray:
@@ -275,11 +275,12 @@ def read_rgb(path: pathlib.Path) -> np.ndarray:
     data = path.read_bytes()
   except OSError as e:
     raise BadFrame(f"{path}: unreadable ({e.strerror or e})") from None
-  if path.suffix.lower() in (".jpg", ".jpeg") and not data.rstrip(b"\x00\r\n ").endswith(JPEG_END):
+  jpeg = data.startswith(JPEG_START)
+  if jpeg and not data.rstrip(b"\x00\r\n ").endswith(JPEG_END):
     raise BadFrame(f"{path}: truncated JPEG (no end-of-image marker): the frame does not decode whole")
   image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
   if image is None:
-    raise BadFrame(f"{path}: not a decodable image")
+    raise BadFrame(f"{path}: unreadable image ({len(data)} bytes that do not decode)")
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
