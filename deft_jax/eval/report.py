@@ -99,7 +99,8 @@ def _answers(workdir, results, path) -> list[str]:
   if not a:
     return ["No generated answers (train.generate_examples was 0)."]
   cues = a["au_cues"]
-  lines = [f"{a['count']} answer{'' if a['count'] == 1 else 's'}, {a['parse_failures']} did not parse. Emotion in the answer vs the label: "
+  lines = [f"{a['count']} answer{'' if a['count'] == 1 else 's'}, {a['parse_failures']} did not parse, "
+           f"{a.get('inconsistent', 0)} reasoned against their own cues or emotion. Emotion in the answer vs the label: "
            f"accuracy {a['emotion']['accuracy']:.4f}, UF1 {a['emotion']['uf1']:.4f}, UAR {a['emotion']['uar']:.4f} "
            f"({a['emotion']['no_class']} named no class); agreement with the classifier head "
            f"{_fmt(a['agreement_with_head'])}. AU cues vs labelled AUs: precision {_fmt(cues['precision'])}, "
