@@ -45,6 +45,10 @@ def builder(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLik
   b._deft_download_config = download_config  # pylint: disable=protected-access
   if stop_on_bad_frame:
     b.stop_on_bad_frame = True
+  # TFDS prints "Downloading and preparing dataset Unknown size (download: Unknown size, ...)":
+  # nothing is downloaded here, so say what happens instead.
+  b._log_download_bytes = lambda: print(f"building {b.name}/{b.builder_config.name if b.builder_config else ''} "  # pylint: disable=protected-access
+                                        f"into {b.data_dir} ...", flush=True)
   return b
 
 
@@ -59,9 +63,20 @@ def prepare(name: str, data_dir, manual_dir=None, stop_on_bad_frame: bool = Fals
     raise DatasetError(f"{b.data_dir}: holds files but no finished dataset (no dataset_info.json); "
                        "move or delete it to rebuild")
   if not b.is_prepared():
+    _check_manual_dir(b, manual_dir)
     b.download_and_prepare(download_config=b._deft_download_config)  # pylint: disable=protected-access
   check(b)
   return b
+
+
+def _check_manual_dir(b, manual_dir) -> None:
+  """Before TFDS starts: a dataset built from a user's copy needs an existing, non-empty manual_dir."""
+  from deft_jax.data import manual  # pylint: disable=import-outside-toplevel  # manual imports this module
+  if not isinstance(b, manual.ManualBuilder):
+    return
+  path = os.fspath(manual_dir) if manual_dir else os.path.join(os.fspath(b.data_dir_root), "downloads", "manual")
+  if not os.path.isdir(path) or not os.listdir(path):
+    raise manual.ManualDirError(manual.missing_manual_dir(b.name, manual_dir))
 
 
 def check(b) -> None:

@@ -433,6 +433,9 @@ def _frame_range(clip: Clip, notes: list):
   if offset is None:
     offset = max(clip.frames)
     notes.append(("offset_from_folder", f"offset not annotated; last frame {offset} used"))
+  if len(clip.frames) == 1:
+    (only,) = clip.frames.values()
+    raise Skip(f"{only.parent} holds one frame ({only.name}); a clip needs an onset and a later frame")
   if offset <= onset:
     raise Skip(f"offset {offset} is not after onset {onset}")
   if apex is not None and not onset < apex <= offset:
@@ -489,6 +492,13 @@ def onset_apex_flow(onset: np.ndarray, apex: np.ndarray):
   return np.asarray(flow), np.asarray(flow_lib.optical_strain(flow))
 
 
+def missing_manual_dir(name: str, path) -> str:
+  """The one-line error for a manual_dir that is not given, absent or empty."""
+  where = f"--manual_dir {path} does not exist or is empty" if path else "no --manual_dir given"
+  return (f"{name} is built from your own copy of the dataset: {where}; pass --manual_dir DIR, the folder "
+          f"holding it (deft-jax build --help; its layout: data_builders/{name}/)")
+
+
 class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """A builder over a user's manual_dir: subclasses name their `SOURCE` and `list_clips`."""
 
@@ -505,9 +515,17 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _info(self) -> tfds.core.DatasetInfo:
     return dataset_info(self)
 
+  def _log_download_bytes(self) -> None:
+    """Instead of TFDS's "Downloading and preparing dataset Unknown size ...": nothing is downloaded."""
+    print(f"building {self.name}/{self.builder_config.name} from your copy into {self.data_dir} ...", flush=True)
+
   def _split_generators(self, dl_manager):
     report = Report(self.SOURCE)
-    clips = type(self).list_clips(pathlib.Path(os.fspath(dl_manager.manual_dir)), report)
+    try:
+      manual_dir = dl_manager.manual_dir
+    except AssertionError:  # TFDS's: "Manual directory ... does not exist or is empty"
+      raise ManualDirError(missing_manual_dir(self.name, dl_manager._manual_dir)) from None  # pylint: disable=protected-access
+    clips = type(self).list_clips(pathlib.Path(os.fspath(manual_dir)), report)
     return {"train": self._generate_examples(clips, report)}
 
   def _generate_examples(self, clips, report):

@@ -12,7 +12,7 @@ import os
 from deft_jax.data import build, pipeline
 from deft_jax.eval import answer_scores, evaluate, experts, log as log_lib, plots, restore, score
 from deft_jax.facs import emotions
-from deft_jax.train import trainer
+from deft_jax.train import metrics_log, trainer
 
 
 class ReportError(ValueError):
@@ -29,11 +29,11 @@ def _scheme(results: dict, where: str) -> str:
 
 
 def _jsonl(path) -> list[dict]:
-  with open(path) as f:
-    try:
-      return [json.loads(line) for line in f if line.strip()]
-    except json.JSONDecodeError as e:
-      raise ReportError(f"{path}: not JSON lines ({e})") from None
+  """The records of a JSON-lines file; a torn last line (power loss) is dropped with a warning."""
+  try:
+    return metrics_log.read(path)
+  except metrics_log.LogError as e:
+    raise ReportError(str(e)) from None
 
 
 def experts_on_test_set(workdir) -> tuple[dict, str] | None:
