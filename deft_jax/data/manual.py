@@ -19,7 +19,7 @@ import openpyxl
 import tensorflow_datasets as tfds
 
 from deft_jax.data import build, faces, features
-from deft_jax.facs import au_strings, catalogue, emotions
+from deft_jax.facs import au_strings, catalogue, emotion_names
 
 
 class ManualDirError(build.DatasetError):
@@ -308,16 +308,8 @@ def sample_frames(onset: int, apex: int, offset: int, num: int) -> tuple[list[in
 
 # Labels ----------------------------------------------------------------------------------------
 
-_EMOTION_ALIASES = {"happy": "happiness", "sad": "sadness", "other": "others", "angry": "anger",
-                    "surprised": "surprise", "disgusted": "disgust", "fearful": "fear"}
-EMOTIONS = frozenset(emotions.PROTOTYPES) | {"others", "positive", "negative"}
-
-
-def emotion_name(text: str) -> str | None:
-  """The emotion in the names of emotions.py ("Happy" -> "happiness"), None if unknown."""
-  name = text.strip().lower()
-  name = _EMOTION_ALIASES.get(name, name)
-  return name if name in EMOTIONS else None
+EMOTIONS = emotion_names.EMOTIONS
+emotion_name = emotion_names.emotion_name  # "Happy" -> "happiness"; None if unknown
 
 
 def au_vectors(text: str):
