@@ -102,3 +102,30 @@ def test_build_output_is_quiet(tmp_path):
   """Issue 15, item 14: no TFDS "Variant folder" warnings or "Unknown size" banner."""
   out = run_cli("build", "casme2", "--data_dir", str(tmp_path))
   assert "Variant folder" not in out.stderr and "Unknown size" not in out.stdout
+
+
+def test_unfinished_build_folders_are_removed(tmp_path):
+  """Issue 15, item 10: `incomplete.*` folders of a killed build were left behind."""
+  from deft_jax.data import build
+  b = build.builder("synthetic_me/tiny", tmp_path)
+  config_dir = pathlib.Path(b.data_dir).parent
+  leftover = config_dir / f"incomplete.0123abcd_{pathlib.Path(b.data_dir).name}"
+  (leftover / "sub").mkdir(parents=True)
+  other = config_dir / "incomplete.0123abcd_0.9.0"  # another version's: not ours to remove
+  other.mkdir()
+  build.prepare("synthetic_me/tiny", tmp_path)
+  assert not leftover.exists() and other.exists()
+
+
+def test_a_repeated_example_key_is_named_with_both_examples(tmp_path):
+  """Issue 15, item 8: TFDS's duplicate-key message needs TensorFlow ("No module named 'tensorflow'")."""
+  from deft_jax.data import build
+  examples = [("c1", {"source": "casme2", "subject": "sub01", "clip_id": b"c1"}),
+              ("c2", {"source": "casme2", "subject": "sub02", "clip_id": b"c2"}),
+              ("c1", {"source": "samm", "subject": "006", "clip_id": b"c1"})]
+  with pytest.raises(build.DatasetError, match=r"d: example key 'c1' is used twice, by example 0 \(source casme2, "
+                                               r"subject sub01, clip_id c1\) and by example 2 \(source samm, subject 006"):
+    list(build.unique_keys(examples, "d"))
+  b = build.builder("synthetic_me/tiny", tmp_path)
+  real = type(b)._generate_examples  # every builder made by build.builder yields through the check
+  assert b._generate_examples is not real  # pylint: disable=protected-access
