@@ -56,7 +56,7 @@ def _png(path):
 
 
 def test_full_report(tmp_path, capsys):
-  truth, pred = _workdir(tmp_path / "w", np.random.default_rng())
+  truth, pred = _workdir(tmp_path / "w", np.random.default_rng(0))
   assert cli.main(["report", str(tmp_path / "w")]) == 0
   assert str(tmp_path / "w" / "report" / "README.md") in capsys.readouterr().out
   folder = tmp_path / "w" / "report"
@@ -67,7 +67,8 @@ def test_full_report(tmp_path, capsys):
   uf1, uar = skm.f1_score(truth, pred, average="macro"), skm.balanced_accuracy_score(truth, pred)
   assert f"| full | {uf1:.4f} | {uar:.4f} |" in readme
   assert "3 logged steps, last step 6" in readme
-  assert "12 answers, 4 did not parse" in readme and "| AU12 |" in readme
+  assert ("12 answers generated for 90 test clips (set train.generate_examples=-1 to answer every one), "
+          "4 did not parse, 8 reasoned against their own cues or emotion") in readme and "| AU12 |" in readme
   experts = json.loads((folder / "experts.json").read_text())
   assert experts["source"].startswith("from results.json") and experts["experts"]["motion"]["mean_drop"] == 0.2
 
