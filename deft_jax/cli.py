@@ -9,7 +9,8 @@
     deft-jax aot --topology {8xh100,v5e-256} --model {qwen2.5-7b,llama-3.1-8b} [--batch N] [--mesh data=1,fsdp=8,tensor=1]
 
 Exit codes: 0 done, 2 bad input (one line on stderr), 75 stopped by SIGTERM after saving a
-checkpoint (run the same command again to resume).
+checkpoint (run the same command again to resume). Library warnings (TFDS, Orbax, transformers)
+are hidden; DEFT_JAX_VERBOSE=1 shows them.
 """
 
 import argparse

@@ -31,7 +31,7 @@ def test_only_the_lead_process_locks(tmp_path):
 
 
 def test_a_killed_holder_leaves_no_lock(tmp_path):
-  code = f"from deft_jax.train import workdir_lock; workdir_lock.acquire({str(tmp_path)!r}); print('held', flush=True); input()"
+  code = f"from deft_jax.train import workdir_lock; lock = workdir_lock.acquire({str(tmp_path)!r}); print('held', flush=True); input()"
   proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           env=_env(), cwd=ROOT, text=True)
   try:
@@ -56,3 +56,10 @@ def test_train_on_a_locked_workdir_exits_2_naming_the_holder(tmp_path):
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and f"is in use by pid {os.getpid()}" in lines[0], out.stderr
   assert not (tmp_path / "tfds").exists()  # refused before any work
+
+
+def test_a_dropped_lock_is_released(tmp_path):
+  """trainer.train holds its Lock in a local: a second train() in the same process must work."""
+  held = workdir_lock.acquire(str(tmp_path))
+  del held
+  workdir_lock.acquire(str(tmp_path)).release()

@@ -19,7 +19,8 @@ class WorkdirLocked(RuntimeError):
 
 
 class Lock:
-  """A held lock; released by release() or when the process ends."""
+  """A held lock; released by release(), when the Lock is dropped (train returns) or when the
+  process ends."""
 
   def __init__(self, fd: int, path: str):
     self.fd, self.path = fd, path
@@ -28,6 +29,8 @@ class Lock:
     if self.fd is not None:
       os.close(self.fd)  # closing the descriptor drops the fcntl lock
       self.fd = None
+
+  __del__ = release
 
 
 def acquire(workdir: str, lead: bool = True) -> Lock | None:
