@@ -8,6 +8,7 @@ WORKDIR/report/: confusion.png, curves.png, au_cues.png, experts.png, experts.js
 
 import json
 import os
+import sys
 
 from deft_jax.data import build, pipeline
 from deft_jax.eval import answer_scores, evaluate, experts, log as log_lib, plots, restore, score
@@ -131,10 +132,24 @@ def _answers(workdir, results, path) -> list[str]:
   return lines
 
 
+def _measured_experts(workdir) -> tuple[tuple[dict, str] | None, str]:
+  """experts_on_test_set, or None and why: a damaged checkpoint must not stop the report
+  when results.json holds the figures."""
+  if not restore.has_checkpoint(workdir):
+    return None, "no checkpoint"
+  try:
+    return experts_on_test_set(workdir), "no test data here"
+  except Exception as e:  # pylint: disable=broad-except  # Orbax, tensorstore and json raise many kinds
+    why = f"the checkpoint in {restore.checkpoint_dir(workdir)} could not be read: {type(e).__name__}: " \
+          f"{(str(e).strip().splitlines() or [''])[0][:200]}"
+    print(f"warning: {why}", file=sys.stderr)
+    return None, why
+
+
 def _experts(workdir, results, path) -> list[str]:
-  measured = experts_on_test_set(workdir) if restore.has_checkpoint(workdir) else None
+  measured, why = _measured_experts(workdir)
   if measured is None and "experts" in results:
-    measured = results["experts"], "from results.json (no checkpoint or no test data here)"
+    measured = results["experts"], f"from results.json ({why})"
   if not measured:
     return ["Not available: no checkpoint with test data, and none in results.json."]
   summary, source = measured
