@@ -67,3 +67,42 @@ def test_the_planned_precision_policy_trains(tmp_path_factory, synthetic_tiny):
   np.testing.assert_array_equal(before["llm/layers_0/mlp/up_proj/kernel"],
                                 np.asarray(after["llm/layers_0/mlp/up_proj/kernel"].astype(jnp.float32)))
   assert not np.array_equal(before["llm/layers_0/mlp/up_proj/lora_b"], np.asarray(after["llm/layers_0/mlp/up_proj/lora_b"]))
+
+
+def test_aot_without_the_plugin_refuses_naming_it(monkeypatch, capsys):
+  """The README's command without the CUDA plugin: it stopped being a silent CPU figure (issue 15.5)."""
+  from jax.experimental import topologies
+
+  def absent(*args, **kwargs):
+    raise NotImplementedError("topology not implemented for cuda")
+
+  monkeypatch.setattr(topologies, "get_topology_desc", absent)
+  assert cli.main(["aot", "--topology", "8xh100", "--model", "qwen2.5-7b"]) == 2
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert "needs the cuda compiler plugin (jax-cuda12-plugin + jax-cuda12-pjrt)" in line
+  assert f'pip install --target ~/aot-deps "libtpu==0.0.42.*" "jax-cuda12-plugin=={jax.__version__}"' in line
+  assert "--cpu" in line
+
+
+def test_aot_cli_in_a_fresh_process_refuses_without_the_plugin():
+  import importlib.util
+  import os
+  import subprocess
+  import sys
+  if importlib.util.find_spec("jax_cuda12_plugin"):
+    pytest.skip("the CUDA plugin is installed here")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-m", "deft_jax.cli", "aot", "--topology", "8xh100", "--model", "qwen2.5-7b"],
+                       capture_output=True, text=True, cwd=root, timeout=120,
+                       env={**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"})
+  assert out.returncode == 2 and not out.stdout, out.stdout
+  assert len(out.stderr.strip().splitlines()) == 1 and "jax-cuda12-plugin" in out.stderr, out.stderr
+
+
+def test_cpu_figures_carry_a_warning(capsys):
+  result = {"topology": "8xh100", "platform": "cpu", "devices": 8, "mesh": {}, "model": "m", "global_batch": 1,
+            "sequence": 8, "cpu_stand_in_because": "--cpu", "device_memory_bytes": 1 << 30,
+            "per_device_bytes": {k: 1 for k in ("arguments", "outputs", "aliased", "temps", "peak")}}
+  aot.print_result(result)
+  err = capsys.readouterr().err
+  assert "warning: these figures come from the CPU compiler standing in for 8xh100" in err

@@ -56,7 +56,7 @@ def _png(path):
 
 
 def test_full_report(tmp_path, capsys):
-  truth, pred = _workdir(tmp_path / "w", np.random.default_rng())
+  truth, pred = _workdir(tmp_path / "w", np.random.default_rng(0))
   assert cli.main(["report", str(tmp_path / "w")]) == 0
   assert str(tmp_path / "w" / "report" / "README.md") in capsys.readouterr().out
   folder = tmp_path / "w" / "report"
@@ -67,7 +67,8 @@ def test_full_report(tmp_path, capsys):
   uf1, uar = skm.f1_score(truth, pred, average="macro"), skm.balanced_accuracy_score(truth, pred)
   assert f"| full | {uf1:.4f} | {uar:.4f} |" in readme
   assert "3 logged steps, last step 6" in readme
-  assert "12 answers, 4 did not parse" in readme and "| AU12 |" in readme
+  assert ("12 answers generated for 90 test clips (set train.generate_examples=-1 to answer every one), "
+          "4 did not parse, 8 reasoned against their own cues or emotion") in readme and "| AU12 |" in readme
   experts = json.loads((folder / "experts.json").read_text())
   assert experts["source"].startswith("from results.json") and experts["experts"]["motion"]["mean_drop"] == 0.2
 
@@ -94,3 +95,22 @@ def test_broken_workdirs_are_named(tmp_path, capsys, damage, message):
   assert cli.main(["report", str(tmp_path / "w")]) == 2
   err = capsys.readouterr().err.strip()
   assert message in err and str(tmp_path / "w") in err and len(err.splitlines()) == 1
+
+
+def test_a_damaged_checkpoint_does_not_stop_the_report(tmp_path, capsys):
+  """Issue 15, item 6: an unreadable checkpoint ended `report` in a traceback naming no file."""
+  import grain
+  import jax.numpy as jnp
+  import ml_collections
+  from deft_jax.train import checkpoint
+  _workdir(tmp_path / "w", np.random.default_rng(0))
+  mngr = checkpoint.manager(str(tmp_path / "w"), 1)
+  checkpoint.save(mngr, 1, {"w": jnp.zeros(3)}, iter(grain.MapDataset.range(3).to_iter_dataset()),
+                  ml_collections.ConfigDict({"a": 1}))
+  mngr.wait_until_finished()
+  (tmp_path / "w" / "checkpoints" / "1" / "config" / "metadata").write_text("")
+  assert cli.main(["report", str(tmp_path / "w")]) == 0
+  err = capsys.readouterr().err
+  assert f"warning: the checkpoint in {tmp_path / 'w' / 'checkpoints'} could not be read" in err
+  readme = (tmp_path / "w" / "report" / "README.md").read_text()
+  assert "from results.json (the checkpoint in" in readme and "| motion | 0.2000 |" in readme

@@ -117,3 +117,43 @@ def test_failed_save_keeps_the_previous_checkpoint_and_the_next_save_works(job, 
   train_runs.check(train_runs.run(cmd, environ))
   _same_losses(tmp_path / "w", reference)
   assert _latest(tmp_path / "w") == train_runs.STEPS
+
+
+def test_corrupt_newest_checkpoint_and_torn_log_resume_from_the_previous_one(job, tmp_path, tmp_path_factory):
+  """Issue 15, items 6, 7 and 13: an empty _METADATA in the newest checkpoint and a torn last
+  metrics line (power loss) resume from the previous checkpoint, saying so, with the same losses."""
+  import json
+  import shutil
+  command, environ, reference = job
+  workdir = tmp_path / "w"
+  shutil.copytree(os.path.join(train_runs.session_dir(tmp_path_factory, "runs"), "reference"), workdir)
+  os.remove(workdir / "results.json")
+  (workdir / "checkpoints" / str(train_runs.STEPS) / "state" / "_METADATA").write_text("")
+  with open(workdir / "metrics.jsonl", "a") as f:
+    f.write('{"step": 9, "loss": 1.2')
+  seconds_at = json.loads((workdir / "train_seconds.json").read_text())
+  done = train_runs.run(command(workdir), environ)
+  train_runs.check(done)
+  previous = train_runs.STEPS - 2
+  bad = workdir / "checkpoints" / str(train_runs.STEPS)
+  assert f"warning: checkpoint {bad} cannot be restored (JSONDecodeError" in done.stderr
+  assert "metrics.jsonl line 9 is torn" in done.stderr
+  assert f"resumed from step {previous} of {train_runs.STEPS}" in done.stdout
+  assert (workdir / "checkpoints.unreadable" / str(train_runs.STEPS)).is_dir()
+  _same_losses(workdir, reference)
+  assert _latest(workdir) == train_runs.STEPS
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["train_seconds"] > seconds_at[str(previous)] > 0  # the first run's time counts too
+
+
+def test_no_restorable_checkpoint_stops_naming_them(job, tmp_path, tmp_path_factory):
+  import shutil
+  command, environ, _ = job
+  workdir = tmp_path / "w"
+  shutil.copytree(os.path.join(train_runs.session_dir(tmp_path_factory, "runs"), "reference"), workdir)
+  for step in (train_runs.STEPS - 2, train_runs.STEPS):
+    (workdir / "checkpoints" / str(step) / "state" / "_METADATA").write_text("")
+  done = train_runs.run(command(workdir), environ)
+  assert done.returncode == 2, done.stderr[-3000:]
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith("deft-jax train: error: no checkpoint restores: ") and str(workdir / "checkpoints" / "6") in last

@@ -154,3 +154,14 @@ def test_runs_of_different_protocols_do_not_mix(tmp_path):
     aggregate.aggregate([a, b])
   with pytest.raises(aggregate.AggregateError, match="no such results file"):
     aggregate.load([tmp_path / "c"])
+
+
+def test_fine_labels_the_builders_accept_are_scored(tmp_path):
+  """Issue 15, item 11: `happy` was rejected by score though the builders read it as happiness."""
+  from deft_jax.eval import score
+  path = tmp_path / "log.csv"
+  path.write_text("dataset,subject,clip,truth,prediction\n"
+                  "casme2,s1,c1,Happy,positive\nsamm,s2,c2,surprised,happy\nsmic,s3,c3,sad,negative\n")
+  scored = score.score_file(path, "composite")
+  assert scored["num_clips"] == 3
+  assert scored["full"]["support"] == [1, 1, 1] and scored["full"]["accuracy"] == pytest.approx(2 / 3)

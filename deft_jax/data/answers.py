@@ -90,6 +90,46 @@ def parse_answer(text: str) -> Answer:
   return Answer(tuple(cues), m["emotion"].strip(), m["reasoning"].strip())
 
 
+_NAMED_AU = re.compile(r"\bAU(\d+)\b")
+_NOT_SEEN = re.compile(r"\bAU(\d+) \([a-z ]+\) is not seen\b")
+_OBSERVED = re.compile(r"\bThe (?P<regions>[a-z ,]+?) also moves? without a named action unit\.")
+
+
+def disagreements(answer: Answer) -> list[str]:
+  """Where an answer's reasoning contradicts its own cues or emotion ([] when the parts agree).
+
+  The reasoning may name an AU only if a cue states it (or to say that it "is not seen"),
+  names every AU the cues state, names as moving without an AU (when it says so) exactly the
+  regions of the cues without one, and ends with the answer's emotion (see `reasoning`).
+  """
+  out = []
+  stated = [c.au for c in answer.cues if c.au is not None]
+  absent = {int(n) for n in _NOT_SEEN.findall(answer.reasoning)}
+  named = [int(n) for n in _NAMED_AU.findall(answer.reasoning)]
+  extra = sorted(set(named) - set(stated) - absent)
+  if extra:
+    out.append(f"reasoning names {', '.join(f'AU{n}' for n in extra)}, which no cue states")
+  unnamed = [n for n in dict.fromkeys(stated) if n not in named]
+  if unnamed:
+    out.append(f"cue {', '.join(f'AU{n}' for n in unnamed)} missing from the reasoning")
+  m = _OBSERVED.search(answer.reasoning)
+  observed = {c.region for c in answer.cues if c.au is None}
+  if m and set(re.split(r", | and ", m["regions"])) != observed:
+    out.append(f"reasoning says the {m['regions']} move without a named action unit; the cues say "
+               f"{', '.join(sorted(observed)) or 'no region'}")
+  if not answer.reasoning.rstrip().endswith(f"{answer.emotion}."):
+    out.append(f"reasoning does not end with the emotion {answer.emotion!r}")
+  return out
+
+
+def checked(answer: Answer) -> Answer:
+  """The answer, after making sure its parts agree (answers written for training are)."""
+  problems = disagreements(answer)
+  if problems:
+    raise ValueError(f"inconsistent answer ({'; '.join(problems)}): {format_answer(answer)[:160]!r}")
+  return answer
+
+
 def scheme_label(emotion: str, scheme: str) -> str:
   """The name `scheme` gives a fine emotion (emotions.class_name), or the emotion itself."""
   return emotions.class_name(emotion, scheme) or emotion
@@ -111,7 +151,7 @@ def answer_from_labels(aus: np.ndarray, au_side: np.ndarray, emotion: str, schem
   for i in np.flatnonzero(aus):
     unit = catalogue.AUS[i]
     cues.append(Cue(unit.region, words.au_motion(unit, _SIDES.get(int(au_side[i]), "both")), unit.number))
-  return relabel(Answer(tuple(cues), emotion, reasoning(cues, emotion)), emotion, scheme_label(emotion, scheme))
+  return checked(relabel(Answer(tuple(cues), emotion, reasoning(cues, emotion)), emotion, scheme_label(emotion, scheme)))
 
 
 def measured_cues(verdict, m) -> tuple[Cue, ...]:
@@ -199,7 +239,7 @@ def task_pairs(cues: tuple[Cue, ...], fine: str, rng: np.random.Generator,
     asked = pick(absent_aus) if absent_aus else pick(catalogue.AU_NUMBERS)
   name = catalogue.au(asked).name
   pairs.append(("au", pick(TASKS["au"]).format(au=asked, name=name), _au_answer(cues, asked, fine)))
-  return pairs
+  return [(task, instruction, checked(answer)) for task, instruction, answer in pairs]
 
 
 def _region_answer(cues, region: str, fine: str) -> Answer:

@@ -19,7 +19,7 @@ import openpyxl
 import tensorflow_datasets as tfds
 
 from deft_jax.data import build, faces, features
-from deft_jax.facs import au_strings, catalogue, emotions
+from deft_jax.facs import au_strings, catalogue, emotion_names
 
 
 class ManualDirError(build.DatasetError):
@@ -257,10 +257,30 @@ def frame_files(folder: pathlib.Path) -> dict[int, pathlib.Path]:
   return frames
 
 
+class BadFrame(Skip):
+  """A frame image that does not decode whole; its clip is skipped (or, by flag, the build stops)."""
+
+
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"  # start/end-of-image markers of a whole JPEG (ITU T.81, B.2.1)
+
+
 def read_rgb(path: pathlib.Path) -> np.ndarray:
-  image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+  """The RGB pixels of a frame, decoded strictly.
+
+  libjpeg decodes a truncated JPEG without failing (it greys the missing rows and prints a
+  nameless "Premature end of JPEG file"), so a JPEG must end with its end-of-image marker
+  (padding bytes after it allowed) before OpenCV decodes it.
+  """
+  try:
+    data = path.read_bytes()
+  except OSError as e:
+    raise BadFrame(f"{path}: unreadable ({e.strerror or e})") from None
+  jpeg = data.startswith(JPEG_START)
+  if jpeg and not data.rstrip(b"\x00\r\n ").endswith(JPEG_END):
+    raise BadFrame(f"{path}: truncated JPEG (no end-of-image marker): the frame does not decode whole")
+  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
   if image is None:
-    raise Skip(f"{path}: unreadable image")
+    raise BadFrame(f"{path}: unreadable image ({len(data)} bytes that do not decode)")
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -288,16 +308,8 @@ def sample_frames(onset: int, apex: int, offset: int, num: int) -> tuple[list[in
 
 # Labels ----------------------------------------------------------------------------------------
 
-_EMOTION_ALIASES = {"happy": "happiness", "sad": "sadness", "other": "others", "angry": "anger",
-                    "surprised": "surprise", "disgusted": "disgust", "fearful": "fear"}
-EMOTIONS = frozenset(emotions.PROTOTYPES) | {"others", "positive", "negative"}
-
-
-def emotion_name(text: str) -> str | None:
-  """The emotion in the names of emotions.py ("Happy" -> "happiness"), None if unknown."""
-  name = text.strip().lower()
-  name = _EMOTION_ALIASES.get(name, name)
-  return name if name in EMOTIONS else None
+EMOTIONS = emotion_names.EMOTIONS
+emotion_name = emotion_names.emotion_name  # "Happy" -> "happiness"; None if unknown
 
 
 def au_vectors(text: str):
@@ -336,6 +348,11 @@ def generate(builder, clips, report: Report):
     notes = []  # (kind, text), reported only for clips that are written
     try:
       record, face = make_record(clip, cfg, notes)
+    except BadFrame as e:
+      if getattr(builder, "stop_on_bad_frame", False):
+        raise ManualDirError(f"{report.dataset}: clip {clip.clip_id} ({clip.where}): {e}") from None
+      report.skip(clip.where, str(e), clip.clip_id)
+      continue
     except Skip as e:
       report.skip(clip.where, str(e), clip.clip_id)
       continue
@@ -407,6 +424,9 @@ def _frame_range(clip: Clip, notes: list):
   if offset is None:
     offset = max(clip.frames)
     notes.append(("offset_from_folder", f"offset not annotated; last frame {offset} used"))
+  if len(clip.frames) == 1:
+    (only,) = clip.frames.values()
+    raise Skip(f"{only.parent} holds one frame ({only.name}); a clip needs an onset and a later frame")
   if offset <= onset:
     raise Skip(f"offset {offset} is not after onset {onset}")
   if apex is not None and not onset < apex <= offset:
@@ -463,6 +483,13 @@ def onset_apex_flow(onset: np.ndarray, apex: np.ndarray):
   return np.asarray(flow), np.asarray(flow_lib.optical_strain(flow))
 
 
+def missing_manual_dir(name: str, path) -> str:
+  """The one-line error for a manual_dir that is not given, absent or empty."""
+  where = f"--manual_dir {path} does not exist or is empty" if path else "no --manual_dir given"
+  return (f"{name} is built from your own copy of the dataset: {where}; pass --manual_dir DIR, the folder "
+          f"holding it (deft-jax build --help; its layout: data_builders/{name}/)")
+
+
 class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """A builder over a user's manual_dir: subclasses name their `SOURCE` and `list_clips`."""
 
@@ -470,6 +497,7 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   BUILDER_CONFIGS = clip_configs()
   DEFAULT_CONFIG_NAME = "t8_s64"
   SOURCE = ""
+  stop_on_bad_frame = False  # True: a frame that does not decode whole stops the build (else skips its clip)
 
   @staticmethod
   def list_clips(root: pathlib.Path, report: "Report") -> list:
@@ -478,9 +506,17 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _info(self) -> tfds.core.DatasetInfo:
     return dataset_info(self)
 
+  def _log_download_bytes(self) -> None:
+    """Instead of TFDS's "Downloading and preparing dataset Unknown size ...": nothing is downloaded."""
+    print(f"building {self.name}/{self.builder_config.name} from your copy into {self.data_dir} ...", flush=True)
+
   def _split_generators(self, dl_manager):
     report = Report(self.SOURCE)
-    clips = type(self).list_clips(pathlib.Path(os.fspath(dl_manager.manual_dir)), report)
+    try:
+      manual_dir = dl_manager.manual_dir
+    except AssertionError:  # TFDS's: "Manual directory ... does not exist or is empty"
+      raise ManualDirError(missing_manual_dir(self.name, dl_manager._manual_dir)) from None  # pylint: disable=protected-access
+    clips = type(self).list_clips(pathlib.Path(os.fspath(manual_dir)), report)
     return {"train": self._generate_examples(clips, report)}
 
   def _generate_examples(self, clips, report):

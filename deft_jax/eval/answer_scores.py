@@ -1,9 +1,10 @@
-"""Scoring generated (C, E, R) answers: parse rate, emotion, agreement, AU cues.
+"""Scoring generated (C, E, R) answers: parse rate, consistency, emotion, agreement, AU cues.
 
 The emotion in E is scored against the label (an answer that does not parse, or names no
 class, is a miss) and against the classifier head's prediction for the same clip. The AUs
 cited in C are scored against the labelled AUs, per AU; an answer that does not parse cites
-none, so its labelled AUs count as missed.
+none, so its labelled AUs count as missed. An answer whose reasoning contradicts its own cues
+or emotion (answers.disagreements) is counted as inconsistent; it is still scored as written.
 """
 
 import numpy as np
@@ -13,13 +14,14 @@ from deft_jax.eval import metrics
 
 
 def parse(text: str) -> dict:
-  """{"cues", "aus", "emotion", "reasoning"} of an answer, or {"error"} when it does not parse."""
+  """{"cues", "aus", "emotion", "reasoning", "disagreements"} of an answer, or {"error"} when it
+  does not parse."""
   try:
     a = answers.parse_answer(text)
   except answers.ParseError as e:
     return {"error": str(e)}
   return {"cues": [c.text() for c in a.cues], "aus": sorted({c.au for c in a.cues if c.au is not None}),
-          "emotion": a.emotion, "reasoning": a.reasoning}
+          "emotion": a.emotion, "reasoning": a.reasoning, "disagreements": answers.disagreements(a)}
 
 
 def _ratio(num, den):
@@ -52,6 +54,8 @@ def score(parsed: list[dict], truth, head, labelled_aus: list[set[int]], classes
   return {
       "count": len(parsed),
       "parse_failures": sum("error" in p for p in parsed),
+      # parsed answers whose reasoning contradicts their cues or emotion
+      "inconsistent": sum(bool(p.get("disagreements")) for p in parsed),
       "emotion": {"uf1": emotion["uf1"], "uar": emotion["uar"], "accuracy": emotion["accuracy"],
                   "no_class": int((said == no_class).sum()), "confusion": cm.tolist()},
       "agreement_with_head": _ratio(int((said == head).sum()), len(parsed)),

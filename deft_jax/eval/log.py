@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from deft_jax.facs import emotions
+from deft_jax.facs import emotion_names, emotions
 
 FIELDS = ("dataset", "subject", "clip", "truth", "prediction")
 
@@ -50,7 +50,8 @@ def read(path, scheme: str = "composite") -> Log:
   """Reads and checks a log against the classes of `scheme`.
 
   Names match case-insensitively; in the 3-class schemes a fine emotion counts as its class
-  ("happiness" as positive), as emotions.label maps it.
+  ("happiness" as positive), as emotions.label maps it, and the spellings the builders accept
+  ("happy", "Surprised") are read as they are (facs/emotion_names.py).
   """
   if scheme not in emotions.SCHEMES:
     raise LogError(f"unknown scheme {scheme!r}; known: {', '.join(emotions.SCHEMES)}")
@@ -77,7 +78,7 @@ def read(path, scheme: str = "composite") -> Log:
       if not cell and field in ("dataset", "truth", "prediction"):
         raise LogError(f"{path}: row {number}: field {field!r} is empty")
       if field in ("truth", "prediction"):
-        index = emotions.label(cell, scheme)
+        index = emotions.label(emotion_names.emotion_name(cell) or cell, scheme)  # "happy" as the builders read it
         if index < 0:
           raise LogError(f"{path}: row {number}: field {field!r}: unknown class {cell!r}; "
                          f"the {scheme} scheme has {', '.join(classes)}")

@@ -36,25 +36,41 @@ def confusion(parts: dict[str, dict], classes, path) -> None:
   _save(fig, path)
 
 
-def curves(rows: list[dict], path) -> None:
-  """Every logged quantity of metrics.jsonl against the step, one panel each."""
-  keys = [k for k in rows[0] if k != "step"]
-  cols = min(3, len(keys))
-  nrows = -(-len(keys) // cols)
+def curves(rows: list[dict], path, weights: dict[str, float] | None = None, test: dict[str, float] | None = None) -> None:
+  """Every logged quantity of metrics.jsonl against the step, one panel each, but the loss
+  terms whose weight in `weights` (the config's `loss`) is 0: they are logged, not trained.
+  `test`: held-out scores ({"uf1": ..}) at the last step, drawn as their own panel."""
+  skipped = [k for k in rows[0] if weights is not None and k in weights and not weights[k]]
+  keys = [k for k in rows[0] if k != "step" and k not in skipped]
+  panels = keys + (["held-out test"] if test else [])
+  cols = min(3, len(panels))
+  nrows = -(-len(panels) // cols)
   fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.8 * nrows), squeeze=False)
   steps = [r["step"] for r in rows]
   for ax, key in zip(axes.flat, keys):
     ax.plot(steps, [r.get(key, np.nan) for r in rows], marker="." if len(rows) < 50 else None)
-    ax.set_title(key, fontsize=9)
+    ax.set_title(key + (" (weighted total)" if key == "loss" else ""), fontsize=9)
     ax.set_xlabel("step")
-  for ax in axes.flat[len(keys):]:
+  if test:
+    ax = axes.flat[len(keys)]
+    for name, value in test.items():
+      ax.plot([steps[-1]], [value], marker="o", linestyle="none", label=f"{name} {value:.3f}")
+    ax.set_xlim(steps[0], steps[-1] + 1)
+    ax.set_ylim(0, 1)
+    ax.set_title("held-out test (evaluated at the end)", fontsize=9)
+    ax.set_xlabel("step")
+    ax.legend(fontsize=7)
+  for ax in axes.flat[len(panels):]:
     ax.axis("off")
+  if skipped:
+    fig.suptitle(f"not drawn: {', '.join(skipped)} (weight 0 in the config's loss)", fontsize=8)
   fig.tight_layout()
   _save(fig, path)
 
 
-def au_cues(per_au: dict[str, dict], path) -> None:
-  """Precision and recall of the AUs cited in generated answers, per AU (missing: undefined)."""
+def au_cues(per_au: dict[str, dict], path, answers: int | None = None, clips: int | None = None) -> None:
+  """Precision and recall of the AUs cited in generated answers, per AU (missing: undefined);
+  the title says from how many answers, of how many test clips."""
   names = list(per_au)
   x = np.arange(len(names))
   fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 1), 3.2))
@@ -64,7 +80,8 @@ def au_cues(per_au: dict[str, dict], path) -> None:
   ax.set_xticks(x, [f"{n}\n({per_au[n]['labelled']})" for n in names], fontsize=8)
   ax.set_ylim(0, 1)
   ax.set_ylabel("score")
-  ax.set_title("AU cues in generated answers vs labelled AUs (labelled count below)", fontsize=9)
+  used = f" ({answers} answers of {clips} test clips)" if answers is not None and clips is not None else ""
+  ax.set_title(f"AU cues in generated answers vs labelled AUs{used}; labelled count below", fontsize=9)
   ax.legend(fontsize=8)
   _save(fig, path)
 
@@ -153,7 +170,9 @@ def prediction(onset: np.ndarray, apex: np.ndarray, flow: np.ndarray, probs: dic
   """The onset face with region outlines (coloured by the motion expert's region scores when
   given), onset->apex flow over the apex face, class probabilities, and each expert's
   contribution (drop in p(predicted class) without it)."""
-  fig, axes = plt.subplots(1, 4, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.9, 0.9]})
+  # Constrained layout leaves room for each bar panel's tick labels (class and expert names).
+  fig, axes = plt.subplots(1, 4, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.9, 0.9]},
+                           layout="constrained")
   ax = axes[0]
   ax.imshow(onset)
   _outline_regions(ax, onset.shape[0], region_scores)

@@ -8,10 +8,12 @@ WORKDIR/report/: confusion.png, curves.png, au_cues.png, experts.png, experts.js
 
 import json
 import os
+import sys
 
 from deft_jax.data import build, pipeline, selection
 from deft_jax.eval import answer_scores, evaluate, experts, log as log_lib, plots, restore, score
 from deft_jax.facs import emotions
+from deft_jax.train import metrics_log
 
 
 class ReportError(ValueError):
@@ -28,11 +30,11 @@ def _scheme(results: dict, where: str) -> str:
 
 
 def _jsonl(path) -> list[dict]:
-  with open(path) as f:
-    try:
-      return [json.loads(line) for line in f if line.strip()]
-    except json.JSONDecodeError as e:
-      raise ReportError(f"{path}: not JSON lines ({e})") from None
+  """The records of a JSON-lines file; a torn last line (power loss) is dropped with a warning."""
+  try:
+    return metrics_log.read(path)
+  except metrics_log.LogError as e:
+    raise ReportError(str(e)) from None
 
 
 def experts_on_test_set(workdir) -> tuple[dict, str] | None:
@@ -73,14 +75,28 @@ def _scores(workdir, results, where, path) -> list[str]:
   return lines + ["", "![confusion matrices](confusion.png)"]
 
 
-def _curves(workdir, path) -> list[str]:
+def loss_weights(workdir) -> dict[str, float] | None:
+  """The `loss` weights of the config saved with the newest checkpoint, None when there is none."""
+  folder = os.path.join(workdir, "checkpoints")
+  steps = sorted((int(d) for d in os.listdir(folder) if d.isdigit()), reverse=True) if os.path.isdir(folder) else []
+  for step in steps:
+    try:
+      with open(os.path.join(folder, str(step), "config", "metadata")) as f:
+        return dict(json.load(f)["loss"])
+    except (OSError, ValueError, KeyError, TypeError):
+      continue
+  return None
+
+
+def _curves(workdir, path, results: dict | None = None) -> list[str]:
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   # A resumed run appends; the last line of a step is the one that counts.
   rows = _jsonl(metrics_path) if os.path.isfile(metrics_path) else []
   rows = sorted({r["step"]: r for r in rows}.values(), key=lambda r: r["step"])
   if not rows:
     return ["No metrics.jsonl (or it is empty)."]
-  plots.curves(rows, path("curves.png"))
+  test = {k: results[k] for k in ("uf1", "uar", "accuracy") if isinstance((results or {}).get(k), (int, float))}
+  plots.curves(rows, path("curves.png"), weights=loss_weights(workdir), test=test or None)
   last = rows[-1]
   return [f"{len(rows)} logged steps, last step {last['step']}: "
           + ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "step"), "", "![training curves](curves.png)"]
@@ -98,7 +114,11 @@ def _answers(workdir, results, path) -> list[str]:
   if not a:
     return ["No generated answers (train.generate_examples was 0)."]
   cues = a["au_cues"]
-  lines = [f"{a['count']} answer{'' if a['count'] == 1 else 's'}, {a['parse_failures']} did not parse. Emotion in the answer vs the label: "
+  clips = results.get("num_test_clips")
+  lines = [f"{a['count']} answer{'' if a['count'] == 1 else 's'} generated for {clips if clips is not None else '?'} test clips"
+           + (" (set train.generate_examples=-1 to answer every one)" if clips and a["count"] < clips else "")
+           + f", {a['parse_failures']} did not parse, "
+           f"{a.get('inconsistent', 0)} reasoned against their own cues or emotion. Emotion in the answer vs the label: "
            f"accuracy {a['emotion']['accuracy']:.4f}, UF1 {a['emotion']['uf1']:.4f}, UAR {a['emotion']['uar']:.4f} "
            f"({a['emotion']['no_class']} named no class); agreement with the classifier head "
            f"{_fmt(a['agreement_with_head'])}. AU cues vs labelled AUs: precision {_fmt(cues['precision'])}, "
@@ -107,15 +127,29 @@ def _answers(workdir, results, path) -> list[str]:
   lines += [f"| {au} | {_fmt(s['precision'])} | {_fmt(s['recall'])} | {s['cited']} | {s['labelled']} |"
             for au, s in cues["per_au"].items()]
   if cues["per_au"]:
-    plots.au_cues(cues["per_au"], path("au_cues.png"))
+    plots.au_cues(cues["per_au"], path("au_cues.png"), answers=a["count"], clips=results.get("num_test_clips"))
     lines += ["", "![AU cue precision and recall](au_cues.png)"]
   return lines
 
 
+def _measured_experts(workdir) -> tuple[tuple[dict, str] | None, str]:
+  """experts_on_test_set, or None and why: a damaged checkpoint must not stop the report
+  when results.json holds the figures."""
+  if not restore.has_checkpoint(workdir):
+    return None, "no checkpoint"
+  try:
+    return experts_on_test_set(workdir), "no test data here"
+  except Exception as e:  # pylint: disable=broad-except  # Orbax, tensorstore and json raise many kinds
+    why = f"the checkpoint in {restore.checkpoint_dir(workdir)} could not be read: {type(e).__name__}: " \
+          f"{(str(e).strip().splitlines() or [''])[0][:200]}"
+    print(f"warning: {why}", file=sys.stderr)
+    return None, why
+
+
 def _experts(workdir, results, path) -> list[str]:
-  measured = experts_on_test_set(workdir) if restore.has_checkpoint(workdir) else None
+  measured, why = _measured_experts(workdir)
   if measured is None and "experts" in results:
-    measured = results["experts"], "from results.json (no checkpoint or no test data here)"
+    measured = results["experts"], f"from results.json ({why})"
   if not measured:
     return ["Not available: no checkpoint with test data, and none in results.json."]
   summary, source = measured
@@ -150,7 +184,7 @@ def report(workdir, out_dir=None) -> dict[str, str]:
         f"Test set: {results.get('num_test_clips', '?')} clips of {results.get('num_test_subjects', '?')} subjects; "
         f"classes: {', '.join(results['classes'])}; {results.get('steps', '?')} training steps."]
   sections = (("Scores", _scores(workdir, results, results_path, path)),
-              ("Training curves", _curves(workdir, path)),
+              ("Training curves", _curves(workdir, path, results)),
               ("Generated answers", _answers(workdir, results, path)),
               ("Expert contributions", _experts(workdir, results, path)))
   for title, lines in sections:

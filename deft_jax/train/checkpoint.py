@@ -8,6 +8,7 @@ out) are also exported alone, as WORKDIR/adapters/step_N/adapters.safetensors.
 
 import os
 import shutil
+import sys
 
 import grain
 import jax
@@ -61,6 +62,56 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iter):
       data=grain.checkpoint.CheckpointRestore(data_iter),
   ))
   return restored.state
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint of a workdir could be restored."""
+
+
+UNREADABLE = "checkpoints.unreadable"  # beside checkpoints/: unreadable steps are moved here
+
+
+def restore_latest_good(mngr: ocp.CheckpointManager, abstract_state, data_iter):
+  """(state, step) of the newest checkpoint that restores, or None when there is none.
+
+  A checkpoint that does not restore (a truncated array file, an empty _METADATA after a
+  power loss) is named in a warning and moved aside to WORKDIR/checkpoints.unreadable/ (so
+  the step can be saved again), and the previous one is tried. CheckpointError, naming
+  every checkpoint tried, when none restores.
+  """
+  steps = sorted(mngr.all_steps(), reverse=True)
+  bad = []
+  for step in steps:
+    path = os.path.join(os.fspath(mngr.directory), str(step))
+    try:
+      state = restore(mngr, step, abstract_state, data_iter)
+    except Exception as e:  # pylint: disable=broad-except  # Orbax, tensorstore and json raise many kinds
+      reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+      bad.append(f"{path} ({reason})")
+      print(f"warning: checkpoint {path} cannot be restored ({reason}); trying the previous one", file=sys.stderr)
+      continue
+    if bad:
+      _set_aside(mngr, [s for s in steps if s > step])
+    return state, step
+  if bad:
+    raise CheckpointError(f"no checkpoint restores: {'; '.join(bad)}. Move them away to start afresh")
+  return None
+
+
+def _set_aside(mngr: ocp.CheckpointManager, steps) -> None:
+  """Moves unreadable step folders out of the manager's directory (process 0), then reloads."""
+  root = os.fspath(mngr.directory)
+  if jax.process_index() == 0:
+    aside = os.path.join(os.path.dirname(root), UNREADABLE)
+    os.makedirs(aside, exist_ok=True)
+    for step in steps:
+      target = os.path.join(aside, str(step))
+      shutil.rmtree(target, ignore_errors=True)
+      os.replace(os.path.join(root, str(step)), target)
+      print(f"warning: moved unreadable checkpoint {os.path.join(root, str(step))} to {target}", file=sys.stderr)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("deft_jax.checkpoint.set_aside")
+  mngr.reload()
 
 
 def trainable(params, frozen: tuple[str, ...]) -> dict:

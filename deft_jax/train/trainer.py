@@ -18,7 +18,7 @@ from flax import traverse_util
 from deft_jax.data import augment, build, pipeline, selection, tokenizer as tokenizer_lib
 from deft_jax.eval import evaluate
 from deft_jax.models import hf
-from deft_jax.train import checkpoint, init_from, preemption, sharding, state as state_lib
+from deft_jax.train import checkpoint, init_from, metrics_log, preemption, sharding, state as state_lib, workdir_lock
 from deft_jax.train.step import make_train_step
 
 METRICS = "metrics.jsonl"
@@ -79,11 +79,55 @@ def trim_metrics(workdir: str, step: int) -> None:
   path = os.path.join(workdir, METRICS)
   if jax.process_index() != 0 or not os.path.exists(path):
     return
-  with open(path) as f:
-    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  kept = [r for r in metrics_log.read(path) if r["step"] <= step]  # a torn last line is dropped
   with open(path + ".tmp", "w") as f:
-    f.writelines(kept)
+    f.writelines(json.dumps(r) + "\n" for r in kept)
   os.replace(path + ".tmp", path)
+
+
+def resume(mngr, state, state_shardings, data_iter, total_steps: int):
+  """The state of the newest checkpoint that restores (and says so), or `state` for a fresh run."""
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings)
+  restored = checkpoint.restore_latest_good(mngr, abstract, data_iter)
+  if restored is None:
+    return state
+  if jax.process_index() == 0:
+    print(f"resumed from step {restored[1]} of {total_steps} ({os.path.join(os.fspath(mngr.directory), str(restored[1]))})",
+          flush=True)
+  return restored[0]
+
+
+class TrainClock:
+  """Seconds of training summed over the runs that led to the state (a resumed run adds its
+  time to that of the runs up to the checkpoint it resumed from), kept per checkpoint step in
+  WORKDIR/train_seconds.json."""
+
+  FILE = "train_seconds.json"
+
+  def __init__(self, workdir: str, start: float):
+    self.path, self.start, self.before = os.path.join(workdir, self.FILE), start, 0.0
+
+  def _read(self) -> dict:
+    try:
+      with open(self.path) as f:
+        return json.load(f)
+    except (OSError, ValueError):
+      return {}
+
+  def resume(self, step: int) -> None:
+    self.before = float(self._read().get(str(step), 0.0)) if step else 0.0
+
+  def total(self) -> float:
+    return self.before + time.time() - self.start
+
+  def record(self, step: int) -> None:
+    if jax.process_index() != 0:
+      return
+    seconds = self._read()
+    seconds[str(step)] = round(self.total(), 1)
+    with open(self.path + ".tmp", "w") as f:
+      json.dump(seconds, f)
+    os.replace(self.path + ".tmp", self.path)
 
 
 def save(cfg, workdir, mngr, step, state, data_iter) -> None:
@@ -94,6 +138,7 @@ def save(cfg, workdir, mngr, step, state, data_iter) -> None:
 def train(cfg, workdir: str) -> dict:
   """Runs the job of `cfg` in `workdir` (resuming from its last checkpoint) and returns results."""
   workdir = prepare_workdir(workdir)
+  lock = workdir_lock.acquire(workdir, lead=jax.process_index() == 0)  # noqa: F841  held until train returns
   start = time.time()
   builder = build.prepare(cfg.data.name, selection.data_dir(cfg), cfg.data.manual_dir or None)
   tokenizer = load_tokenizer(cfg, workdir)
@@ -114,11 +159,11 @@ def train(cfg, workdir: str) -> dict:
   data_iter = iter(pipeline.dataset(train_source, preprocess, per_process, seed=cfg.seed, train=True,
                                     process_index=jax.process_index(), process_count=jax.process_count()))
   mngr = checkpoint.manager(workdir, cfg.train.keep_checkpoints)
-  if mngr.latest_step() is not None:
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings)
-    state = checkpoint.restore(mngr, mngr.latest_step(), abstract, data_iter)
+  state = resume(mngr, state, state_shardings, data_iter, cfg.train.steps)
   step = int(state.step)
   trim_metrics(workdir, step)
+  clock = TrainClock(workdir, start)
+  clock.resume(step)
 
   train_step = make_train_step(model, dict(cfg.loss), state_shardings, mesh, rules=rules,
                                grad_accum_steps=cfg.train.grad_accum_steps, frozen=tuple(cfg.optim.frozen))
@@ -144,11 +189,12 @@ def train(cfg, workdir: str) -> dict:
       stop = preempted(step)
       if stop or step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
         save(cfg, workdir, mngr, step, state, data_iter)
+        clock.record(step)
       if stop:
         mngr.wait_until_finished()
         raise preemption.Preempted(step)
   mngr.wait_until_finished()
-  train_seconds = time.time() - start
+  train_seconds = clock.total()
 
   results = evaluate.evaluate(cfg, model, state.params, tokenizer, test_source, test_info, mesh, workdir)
   results["train_seconds"] = round(train_seconds, 1)
