@@ -33,7 +33,7 @@ def _sklearn(truth, pred):
 
 
 def test_logged_predictions_rescore_like_sklearn_full_and_per_dataset(tmp_path):
-  rng = np.random.default_rng()
+  rng = np.random.default_rng(1)
   datasets, truth, pred = _random_log(rng)
   probs = rng.dirichlet(np.ones(3), len(truth))
   path = tmp_path / "predictions.csv"
@@ -112,7 +112,7 @@ def test_missing_log_and_unknown_scheme(tmp_path, capsys):
 
 
 def test_pooled_slices_match_sklearn_without_a_file():
-  rng = np.random.default_rng()
+  rng = np.random.default_rng(2)
   datasets, truth, pred = _random_log(rng)
   scored = metrics.pooled(truth, pred, 3, datasets)
   for d, s in scored["per_dataset"].items():
@@ -131,7 +131,7 @@ def _run(rng, path):
 
 
 def test_mean_and_std_over_seeds(tmp_path):
-  rng = np.random.default_rng()
+  rng = np.random.default_rng(3)
   runs = [_run(rng, tmp_path / f"seed{i}") for i in range(4)]
   agg = aggregate.aggregate(aggregate.load([tmp_path / f"seed{i}" for i in range(4)]))
   assert agg["runs"] == 4
@@ -147,7 +147,7 @@ def test_mean_and_std_over_seeds(tmp_path):
 
 
 def test_runs_of_different_protocols_do_not_mix(tmp_path):
-  rng = np.random.default_rng()
+  rng = np.random.default_rng(4)
   a, b = _run(rng, tmp_path / "a"), _run(rng, tmp_path / "b")
   b["num_test_clips"] = 99
   with pytest.raises(aggregate.AggregateError, match="num_test_clips"):

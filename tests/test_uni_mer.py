@@ -83,7 +83,7 @@ def test_sides_are_the_subjects_own():
 
 def _left_au_clip():
   """A synthetic clip labelled with a left-only AU (its generator's own convention)."""
-  rng = np.random.default_rng()
+  rng = np.random.default_rng(1)
   subject = synthetic.make_subject("s1", rng)
   for _ in range(200):
     clip = synthetic.make_clip(subject, "contempt", synthetic.SOURCES["samm"], rng, num_frames=6, size=48)
