@@ -14,16 +14,17 @@ import shutil
 import tensorflow_datasets as tfds
 from etils import epath
 
-# name -> module holding that dataset's `Builder`.
-BUILDERS = {
-    "synthetic_me": "data_builders.synthetic_me.synthetic_me_dataset_builder",
-    "casme2": "data_builders.casme2.casme2_dataset_builder",
-    "samm": "data_builders.samm.samm_dataset_builder",
-    "smic": "data_builders.smic.smic_dataset_builder",
-    "casme3": "data_builders.casme3.casme3_dataset_builder",
-    "megc2019": "data_builders.megc2019.megc2019_dataset_builder",
-    "uni_mer": "data_builders.uni_mer.uni_mer_dataset_builder",
-}
+def builder_module(name: str) -> str:
+  """The module holding dataset `name`'s Builder: data_builders/<name>/<name>_dataset_builder.py
+  (TFDS's folder layout), so a new dataset is its folder and nothing else."""
+  return f"data_builders.{name}.{name}_dataset_builder"
+
+
+def known_datasets() -> list[str]:
+  """Every folder of data_builders/ that holds a dataset builder."""
+  import data_builders  # pylint: disable=import-outside-toplevel
+  folder = os.path.dirname(data_builders.__file__)
+  return sorted(n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n, f"{n}_dataset_builder.py")))
 
 
 class DatasetError(RuntimeError):
@@ -38,9 +39,9 @@ def builder(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLik
   its clip is skipped and named in the build report).
   """
   base, _, config = name.partition("/")
-  if base not in BUILDERS:
-    raise DatasetError(f"unknown dataset {base!r}; known: {sorted(BUILDERS)}")
-  cls = importlib.import_module(BUILDERS[base]).Builder
+  if base not in known_datasets():
+    raise DatasetError(f"unknown dataset {base!r}; known: {known_datasets()}")
+  cls = importlib.import_module(builder_module(base)).Builder
   kwargs = {"config": config} if config else {}
   if config and config not in cls.builder_configs:
     raise DatasetError(f"dataset {base!r} has no config {config!r}; known: {sorted(cls.builder_configs)}")

@@ -37,13 +37,14 @@ def builder_folder(word: str) -> tuple[str, str | None] | None:
   not a path that exists here; None otherwise."""
   if word.startswith("-") or os.path.exists(word):
     return None
+  known = build.known_datasets()
   name, _, config = word.rstrip("/").partition("/")
-  if name not in build.BUILDERS:  # a folder path: data_builders/casme2
+  if name not in known:  # a folder path: data_builders/casme2
     name, config = os.path.basename(word.rstrip("/")), ""
-    if name not in build.BUILDERS:
+    if name not in known:
       return None
   import importlib  # pylint: disable=import-outside-toplevel
-  module = importlib.import_module(build.BUILDERS[name])
+  module = importlib.import_module(build.builder_module(name))
   return os.path.dirname(os.path.abspath(module.__file__)), config or None
 
 
