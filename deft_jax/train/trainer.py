@@ -136,9 +136,19 @@ def save(cfg, workdir, mngr, step, state, data_iter) -> None:
 
 
 def train(cfg, workdir: str) -> dict:
-  """Runs the job of `cfg` in `workdir` (resuming from its last checkpoint) and returns results."""
+  """Runs the job of `cfg` in `workdir` (resuming from its last checkpoint) and returns results.
+
+  Holds the workdir's lock throughout (one training per workdir; see workdir_lock)."""
   workdir = prepare_workdir(workdir)
-  lock = workdir_lock.acquire(workdir, lead=jax.process_index() == 0)  # noqa: F841  held until train returns
+  lock = workdir_lock.acquire(workdir, lead=jax.process_index() == 0)
+  try:
+    return _train(cfg, workdir)
+  finally:
+    if lock:
+      lock.release()
+
+
+def _train(cfg, workdir: str) -> dict:
   start = time.time()
   builder = build.prepare(cfg.data.name, selection.data_dir(cfg), cfg.data.manual_dir or None)
   tokenizer = load_tokenizer(cfg, workdir)

@@ -19,8 +19,7 @@ class WorkdirLocked(RuntimeError):
 
 
 class Lock:
-  """A held lock; released by release(), when the Lock is dropped (train returns) or when the
-  process ends."""
+  """A held lock; released by release(), when the Lock is dropped, or when the process ends."""
 
   def __init__(self, fd: int, path: str):
     self.fd, self.path = fd, path
