@@ -157,3 +157,26 @@ def test_no_face_and_the_fallbacks():
   assert not centred.as_dict()["regions_placed"] and centred.regions() == regions.REGION_BOXES
   with pytest.raises(ValueError, match="detectors"):
     align.AlignConfig(detectors=("mtcnn",))
+
+
+def test_motion_expert_pools_the_placed_regions():
+  import jax
+  import jax.numpy as jnp
+  from deft_jax.models.experts import encoder, motion
+
+  canonical = np.array([list(regions.REGION_BOXES.values())] * 2, np.float32)
+  weights = np.asarray(motion.region_weights_from_boxes(canonical, 64, 8))
+  assert weights == pytest.approx(np.broadcast_to(motion.region_weights(64, 8), weights.shape), abs=1e-6)
+
+  config = motion.MotionConfig(encoder.EncoderConfig(width=32, depth=1, heads=2, mlp=64), 32, 8, pooling="attention")
+  expert = motion.MotionExpert(config)
+  flow = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  params = expert.init(jax.random.key(1), flow)
+  fixed, _ = expert.apply(params, flow)
+  same, _ = expert.apply(params, flow, region_boxes=canonical)
+  assert np.asarray(same) == pytest.approx(np.asarray(fixed), abs=1e-5)
+  lowered = canonical.copy()
+  lowered[1, :, [1, 3]] += 0.25  # the second clip's face sits lower in its crop
+  placed, _ = expert.apply(params, flow, region_boxes=jnp.asarray(lowered))
+  assert np.asarray(placed[0]) == pytest.approx(np.asarray(fixed[0]), abs=1e-5)
+  assert np.abs(np.asarray(placed[1]) - np.asarray(fixed[1])).max() > 1e-3
