@@ -176,6 +176,12 @@ def _predictor():
   return _dlib().shape_predictor(model_file())
 
 
+def check_dlib() -> None:
+  """Raises AlignError before a build starts (no dlib, no landmark model), not on its first clip."""
+  _hog_detector()
+  _predictor()
+
+
 def detect(gray: np.ndarray, detector: str = "dlib", upsample: int = 0) -> list[tuple[int, int, int, int]]:
   """Faces (x, y, w, h) in a uint8 grey image, largest first."""
   if detector == "dlib":

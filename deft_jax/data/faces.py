@@ -68,7 +68,10 @@ def centre_box(shape) -> tuple[int, int, int]:
 
 
 def crop(image: np.ndarray, box, size: int) -> np.ndarray:
-  """image[box] resized to size x size; box None takes the whole (already aligned) image."""
+  """image[box] resized to size x size; box None takes the whole (already aligned) image, and
+  an align.Alignment crops its aligned face."""
+  if hasattr(box, "crop"):
+    return box.crop(image, size)
   if box is not None:
     x0, y0, side = box
     image = image[y0:y0 + side, x0:x0 + side]
