@@ -58,7 +58,7 @@ def spot_apex(frames, *, onset=0, mask=None, min_motion=0.05, chunk=None, head="
     reference = np.broadcast_to(frames[onset], after.shape)
     flow = dual_tvl1.tvl1(reference, after, chunk=chunk, **params)
     if head != "none":
-      flow = np.stack([head_lib.remove(f, head, landmarks=landmarks) for f in np.asarray(flow)])
+      flow = head_lib.remove(np.asarray(flow), head, landmarks=landmarks)
     length = np.asarray(strain.magnitude_direction(flow)[0], np.float64)
     motion[onset + 1:] = (length * weights).sum((1, 2)) / max(weights.sum(), 1e-12)
   if motion.max() < min_motion:

@@ -64,43 +64,53 @@ def _design(size: int, model: str, mask: np.ndarray) -> np.ndarray:
   return np.stack([np.concatenate(c) for c in cols], -1)
 
 
-def _field(size: int, model: str, coef: np.ndarray) -> np.ndarray:
-  everywhere = np.ones((size, size), bool)
-  return (_design(size, model, everywhere) @ coef).reshape(2, size, size).transpose(1, 2, 0)
-
-
 def fit(flow: np.ndarray, model: str = "similarity", mask: np.ndarray | None = None, landmarks=None,
         iterations: int = 5) -> np.ndarray:
   """(S, S, 2) the head's part of an (S, S, 2) flow (pixels) under `model`."""
   flow = np.asarray(flow, np.float64)
-  size = flow.shape[0]
-  if flow.shape != (size, size, 2):
+  if flow.ndim != 3:
     raise ValueError(f"flow of shape {flow.shape}; expected (S, S, 2)")
+  return fit_many(flow[None], model, mask, landmarks, iterations)[0]
+
+
+def fit_many(flows: np.ndarray, model: str = "similarity", mask: np.ndarray | None = None, landmarks=None,
+             iterations: int = 5) -> np.ndarray:
+  """(N, S, S, 2) the head's part of each of N flows (one face, so one mask), solved together."""
+  flows = np.asarray(flows, np.float64)
+  size = flows.shape[1]
+  if flows.ndim != 4 or flows.shape[1:] != (size, size, 2):
+    raise ValueError(f"flows of shape {flows.shape}; expected (N, S, S, 2)")
   if model not in HEAD_MODELS:
     raise ValueError(f"head motion model {model!r}; use one of {HEAD_MODELS}")
   if model == "none":
-    return np.zeros_like(flow)
+    return np.zeros_like(flows)
   if model == "nose":
     points = regions.as_points(landmarks)
     tip = regions.CANONICAL_68[30] if points is None else points[30]
     xs, ys = _pixel_grid(size)
     disc = (xs - tip[0]) ** 2 + (ys - tip[1]) ** 2 <= NOSE_RADIUS ** 2
-    return np.broadcast_to(flow[disc].mean(0), flow.shape).copy()
+    return np.broadcast_to(flows[:, disc].mean(1)[:, None, None], flows.shape).copy()
   mask = face_mask(size, landmarks) if mask is None else np.asarray(mask, bool)
   if mask.sum() < 8:
     raise ValueError(f"head motion fit on {int(mask.sum())} pixels; it needs a mask of at least 8")
-  a = _design(size, model, mask)
-  y = np.concatenate([flow[..., 0][mask], flow[..., 1][mask]])
+  a = _design(size, model, mask)  # (M, K)
+  y = np.concatenate([flows[..., 0][:, mask], flows[..., 1][:, mask]], axis=1)  # (N, M)
   w = np.ones_like(y)
+  k = a.shape[1]
+  outer = (a[:, :, None] * a[:, None, :]).reshape(len(a), k * k)  # rows of A's outer products
   for _ in range(iterations):
-    coef = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)[0]
-    r = y - a @ coef
-    scale = max(2.385 * 1.4826 * float(np.median(np.abs(r))), 1e-6)  # Cauchy's 95 % efficiency constant
-    w = np.sqrt(1.0 / (1.0 + (r / scale) ** 2))
-  return _field(size, model, coef)
+    # Weighted normal equations of every flow at once, (A^T W A) c = A^T W y, as matmuls.
+    gram = (w @ outer).reshape(-1, k, k) + 1e-9 * np.eye(k)
+    coef = np.linalg.solve(gram, ((w * y) @ a)[..., None])[..., 0]
+    r = y - coef @ a.T
+    scale = np.maximum(2.385 * 1.4826 * np.median(np.abs(r), axis=1, keepdims=True), 1e-6)  # Cauchy, 95 %
+    w = 1.0 / (1.0 + (r / scale) ** 2)
+  return (coef @ _design(size, model, np.ones((size, size), bool)).T).reshape(len(flows), 2, size, size).transpose(
+      0, 2, 3, 1)
 
 
 def remove(flow: np.ndarray, model: str = "similarity", mask: np.ndarray | None = None, landmarks=None) -> np.ndarray:
-  """The flow with the head's motion (fit) taken out, float32."""
+  """The flow (S, S, 2) or flows (N, S, S, 2) with the head's motion (fit) taken out, float32."""
   flow = np.asarray(flow, np.float64)
-  return (flow - fit(flow, model, mask, landmarks)).astype(np.float32)
+  many = fit_many(flow, model, mask, landmarks) if flow.ndim == 4 else fit(flow, model, mask, landmarks)
+  return (flow - many).astype(np.float32)
