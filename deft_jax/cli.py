@@ -113,7 +113,7 @@ def _predict(args, rest):
   _no_rest(rest)
   result = predict.predict(args.path, args.checkpoint, onset=args.onset, apex=args.apex, offset=args.offset,
                            face=args.face, face_index=args.face_index, head=args.head, out_dir=args.out,
-                           progress=True)
+                           progress=True, compilation_cache=True)
   print(f"emotion: {result['emotion']} ("
         + ", ".join(f"{c} {p:.3f}" for c, p in result["probabilities"].items()) + ")")
   print(f"onset {result['onset']['index']}, apex {result['apex']['index']}"

@@ -188,10 +188,15 @@ def _compilation_cache(workdir) -> None:
 
 def predict(path, workdir, *, onset: int = 0, apex: int | None = None, offset: int | None = None,
             face: str = "dlib", face_index: int = 0, head: str = "similarity", out_dir=None,
-            progress: bool = False) -> dict:
-  """Predicts on one clip and writes OUT/prediction.json and OUT/prediction.png."""
+            progress: bool = False, compilation_cache: bool = False) -> dict:
+  """Predicts on one clip and writes OUT/prediction.json and OUT/prediction.png.
+
+  progress: tqdm bars on stderr; compilation_cache: keep compiled programs in the workdir
+  (the command does both; a library caller keeps its process's settings).
+  """
   path = os.fspath(path)
-  _compilation_cache(workdir)
+  if compilation_cache:
+    _compilation_cache(workdir)
   if head not in head_lib.HEAD_MODELS:
     raise PredictError(f"head must be one of {head_lib.HEAD_MODELS}, got {head!r}")
   trained = restore.load(workdir, params=False)  # the input is checked before params are read
