@@ -195,7 +195,7 @@ def test_several_faces_take_the_largest_or_the_one_asked_for(workdir, tmp_path):
 
 @pytest.mark.parametrize("name, message", [
     ("no_face.mp4", "no face found in {path} (frame 0) by dlib"),
-    ("multi_face.jpg", "{path}: a single image; predict reads a clip"),
+    ("multi_face.jpg", "{path}: a single image showing 4 faces; predict reads a clip"),
 ])
 def test_real_media_that_cannot_be_predicted_on(workdir, tmp_path, capsys, name, message):
   path = feat_media(name)

@@ -74,6 +74,18 @@ def _align_config(face: str, face_index: int) -> align.AlignConfig:
   return align.AlignConfig(detectors=(face,), landmarks=face == "dlib", size=DISPLAY_SIZE, face=face_index)
 
 
+def _faces_in(path: str, face: str) -> str:
+  """" showing N faces" for an image the detector can read, else ""."""
+  image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+  if image is None or face == "centre":
+    return ""
+  try:
+    found = len(align.detect(image, face))
+  except align.AlignError:
+    return ""
+  return f" showing {found} face{'s' * (found != 1)}"
+
+
 def read_clip(path: str, face: str, onset: int, sizes: tuple[int, ...], face_index: int = 0, progress: bool = False,
               check=lambda names: None):
   """Aligned face crops of every frame at each size in `sizes`, the frame names, and the
@@ -87,7 +99,8 @@ def read_clip(path: str, face: str, onset: int, sizes: tuple[int, ...], face_ind
   if not os.path.exists(path):
     raise PredictError(f"{path}: no such file or folder")
   if os.path.isfile(path) and os.path.splitext(path)[1].lower() in manual.IMAGE_SUFFIXES:
-    raise PredictError(f"{path}: a single image; predict reads a clip (a video, or a folder of at least 3 frames)")
+    raise PredictError(f"{path}: a single image{_faces_in(path, face)}; predict reads a clip (a video, or a "
+                       "folder of at least 3 frames; of several faces the largest, or --face-index N)")
   names, first = [], None
   for i, (image, name) in enumerate(_frames(path)):
     names.append(name)
