@@ -156,7 +156,9 @@ def au_sites(au: catalogue.ActionUnit, landmarks=None, side: str = "both"):
   """Yields (centre, direction) of an AU's skin displacement, per face half.
 
   `side` is "both", "left" or "right" (image halves) for unilateral AUs such as contempt's
-  AU12/AU14; midline AUs have one site whatever the side.
+  AU12/AU14; midline AUs have one site whatever the side. With 68 landmarks each half's site
+  sits at that half's own anchor (the mirrored points), so a face off the crop's midline, or
+  not symmetric, keeps its sites on its features; named anchors are mirrored about x = 0.
   """
   points = as_points(landmarks)
   lm = anchors(points) if points is not None else (landmarks or CANONICAL_LANDMARKS)
@@ -168,7 +170,12 @@ def au_sites(au: catalogue.ActionUnit, landmarks=None, side: str = "both"):
   if side in ("both", "left"):
     yield centre, au.direction
   if side in ("both", "right"):
-    yield mirror(centre), (-au.direction[0], au.direction[1])
+    if points is None:
+      other = mirror(centre)
+    else:
+      rx, ry = points[[MIRROR_68[i] for i in ANCHOR_POINTS[au.anchor]]].mean(0)
+      other = (float(rx) - au.offset[0], float(ry) + au.offset[1])
+    yield other, (-au.direction[0], au.direction[1])
 
 
 def to_pixels(points: np.ndarray, size: int) -> np.ndarray:
