@@ -32,6 +32,8 @@ setuptools.setup(
         "openpyxl",  # the MER annotation spreadsheets
         "scipy",
         "numpy",
+        "dlib-bin",  # face detection and 68 landmarks (predict, builders' alignment); cp311 wheels
+        "face_recognition_models==0.3.0",  # the 68-point model (iBUG 300-W data: non-commercial)
     ],
     extras_require={
         "test": [

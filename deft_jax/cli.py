@@ -4,6 +4,7 @@
     deft-jax build NAME [--manual_dir DIR] [--data_dir DIR]
     deft-jax score LOG.csv [--scheme composite] [--out JSON]
     deft-jax predict VIDEO_OR_FRAMES --checkpoint WORKDIR [--onset N --apex N --offset N] [--face centre] [--out DIR]
+                     [--face-index N] [--head similarity|affine|nose|none]
     deft-jax report WORKDIR [--out DIR]
     deft-jax sweep --config configs/ablations.py --workdir DIR [--config.a.b=value ...]
     deft-jax aot --topology {8xh100,v5e-256} --model {qwen2.5-7b,llama-3.1-8b} [--batch N] [--mesh data=1,fsdp=8,tensor=1]
@@ -243,7 +244,8 @@ def _predict(args, rest):
   from deft_jax.eval import predict  # pylint: disable=import-outside-toplevel
   _no_rest(rest)
   result = predict.predict(args.path, args.checkpoint, onset=args.onset, apex=args.apex, offset=args.offset,
-                           face=args.face, out_dir=args.out)
+                           face=args.face, face_index=args.face_index, head=args.head, out_dir=args.out,
+                           progress=True, compilation_cache=True)
   print(f"emotion: {result['emotion']} ("
         + ", ".join(f"{c} {p:.3f}" for c, p in result["probabilities"].items()) + ")")
   print(f"onset {result['onset']['index']}, apex {result['apex']['index']}"
@@ -341,9 +343,15 @@ def main(argv=None) -> int:
   p.add_argument("--onset", type=int, default=0, help="onset frame position, from 0 (default 0)")
   p.add_argument("--apex", type=int, default=None, help="apex frame position (default: spotted from motion)")
   p.add_argument("--offset", type=int, default=None, help="offset frame position (default: the last frame)")
-  p.add_argument("--face", choices=("haar", "centre"), default="haar",
-                 help="haar: detect the face on the onset frame (error if none); centre: take the centred "
-                      "square, for frames that are face crops already")
+  p.add_argument("--face", choices=("dlib", "haar", "centre"), default="dlib",
+                 help="dlib: detect the face on the onset frame, fit 68 landmarks and align (error if none); "
+                      "haar: crop OpenCV's Haar box; centre: take the centred square, for frames that are face "
+                      "crops already")
+  p.add_argument("--face-index", type=int, default=0,
+                 help="which face when several are found: 0 the largest (default), 1 the next, ...")
+  p.add_argument("--head", choices=("similarity", "affine", "nose", "none"), default="similarity",
+                 help="head motion taken out of the flow: a similarity or affine fit outside the AU regions, "
+                      "the nose tip's flow, or none")
   p.add_argument("--out", default=None, help="output folder (default WORKDIR/predict/<name of PATH>)")
   p.set_defaults(run=_predict)
   p = sub.add_parser("report", help="figures and a README.md summary of a workdir")

@@ -104,3 +104,18 @@ class _Vocab:
 
   def convert_tokens_to_ids(self, token):
     return 90 + tokenizer_lib.SPECIAL_TOKENS.index(token) - 4 if token in tokenizer_lib.SPECIAL_TOKENS else None
+
+
+def test_placed_regions_reach_the_motion_expert_when_the_batch_has_them(tmp_path):
+  """region_boxes (schema.OPTIONAL) is passed to the experts that list it in `extras`."""
+  _, _, model = _model(tmp_path, "--config.model.structure.enabled=False", "--config.model.texture.enabled=False")
+  batch = {k: np.asarray(v) for k, v in schema.zeros(model.config, 1, 8).items()}
+  batch["flow"] = np.random.default_rng(1).normal(size=batch["flow"].shape).astype(np.float32)
+  params = model.init(jax.random.key(0), batch)["params"]
+  from deft_jax.facs import regions  # pylint: disable=import-outside-toplevel
+  canonical = np.array([list(regions.REGION_BOXES.values())], np.float32)
+  tokens = lambda b: np.asarray(model.apply({"params": params}, b, method=model.encode)[1]["tokens"]["motion"])
+  np.testing.assert_allclose(tokens({**batch, "region_boxes": canonical}), tokens(batch), atol=1e-5)
+  lowered = canonical.copy()
+  lowered[..., [1, 3]] += 0.25
+  assert np.abs(tokens({**batch, "region_boxes": lowered}) - tokens(batch)).max() > 1e-3

@@ -192,3 +192,26 @@ def test_spot_apex_falls_back_to_the_middle_frame_without_motion(rng):
   frame = synthetic.face(rng, 64)[0](*np.mgrid[:64, :64][::-1].astype(np.float64))
   apex = flow.spot_apex(np.repeat(frame[None].astype(np.float32), 9, axis=0), onset=2)
   assert apex.fallback and apex.index == 5
+
+
+def test_spot_apex_with_head_motion_out_ignores_a_head_shift(rng):
+  """A frame where only the head moved (a 2 px shift, larger than the expression) is the apex
+  of the raw flow, and not once the head's motion is taken out."""
+  size, frames, peak = 64, 7, 3
+  face, _ = synthetic.face(rng, size)
+  clip = []
+  for t in range(frames):
+    amplitude = 1.5 * np.exp(-0.5 * (t - peak) ** 2)
+
+    def bump(x, y, a=amplitude):
+      g = a * np.exp(-0.5 * ((x - 32) ** 2 + (y - 48) ** 2) / 6.0 ** 2)  # the mouth region
+      return 0 * g, -g
+
+    shift = synthetic.translation(2.0, 1.0) if t == frames - 1 else synthetic.translation(0.0, 0.0)
+    clip.append(synthetic.render_pair(face, synthetic.compose(bump, shift), size)[1])
+  clip = np.stack(clip).astype(np.float32)
+  mask = np.zeros((size, size), bool)
+  mask[40:56, 16:48] = True
+  assert flow.spot_apex(clip, mask=mask).index == frames - 1
+  assert flow.spot_apex(clip, mask=mask, head="similarity").index == peak
+  assert flow.spot_apex(clip, mask=mask, head="nose").index == peak

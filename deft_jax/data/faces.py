@@ -1,5 +1,8 @@
 """Face boxes for raw MER frames: OpenCV Haar detection on the onset frame, one box per clip.
 
+Landmark alignment (dlib's detector and 68 points, a similarity to the canonical face) is in
+deft_jax/data/align.py, which falls back on these boxes when configured to.
+
 The same square box crops every frame of a clip, so head position, not the crop, is all that
 can move between frames. Haar cascades ship in opencv-python < 5 (`cv2.data.haarcascades`);
 OpenCV 5 removed `cv2.CascadeClassifier`, and then detection stops with an error saying so.
@@ -33,15 +36,18 @@ def check_detector() -> None:
   _cascade()
 
 
-def detect(gray: np.ndarray) -> tuple[int, int, int, int] | None:
-  """The largest frontal face (x, y, w, h) in a uint8 grayscale image, or None."""
+def detect_all(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+  """Every frontal face (x, y, w, h) Haar finds in a uint8 grayscale image, largest first."""
   min_side = max(24, min(gray.shape) // 8)
   boxes = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
                                       minSize=(min_side, min_side))
-  if len(boxes) == 0:
-    return None
-  x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
-  return int(x), int(y), int(w), int(h)
+  return sorted((tuple(int(v) for v in b) for b in boxes), key=lambda b: -b[2] * b[3])
+
+
+def detect(gray: np.ndarray) -> tuple[int, int, int, int] | None:
+  """The largest frontal face (x, y, w, h) in a uint8 grayscale image, or None."""
+  boxes = detect_all(gray)
+  return boxes[0] if boxes else None
 
 
 def square_box(box, margin: float, shape) -> tuple[int, int, int]:
@@ -62,7 +68,10 @@ def centre_box(shape) -> tuple[int, int, int]:
 
 
 def crop(image: np.ndarray, box, size: int) -> np.ndarray:
-  """image[box] resized to size x size; box None takes the whole (already aligned) image."""
+  """image[box] resized to size x size; box None takes the whole (already aligned) image, and
+  an align.Alignment crops its aligned face."""
+  if hasattr(box, "crop"):
+    return box.crop(image, size)
   if box is not None:
     x0, y0, side = box
     image = image[y0:y0 + side, x0:x0 + side]

@@ -18,7 +18,7 @@ import numpy as np
 import openpyxl
 import tensorflow_datasets as tfds
 
-from deft_jax.data import build, faces, features
+from deft_jax.data import align, build, faces, features
 from deft_jax.facs import au_strings, catalogue, emotion_names
 
 
@@ -34,12 +34,14 @@ class Skip(Exception):
 class ClipConfig(tfds.core.BuilderConfig):
   """T frames of S x S pixels per clip, and how faces are found in raw frames.
 
-  face: "haar" detects the face on the onset frame (needs opencv-python < 5); "centre"
-  takes the largest centred square. Aligned crops shipped with a dataset are used either way.
+  face: "dlib" finds the face on the onset frame with dlib, fits 68 landmarks and aligns the
+  clip onto the canonical face (deft_jax/data/align.py); "haar" crops OpenCV's Haar box (needs
+  opencv-python < 5); "centre" takes the largest centred square. Aligned crops shipped with a
+  dataset are used either way.
   """
   num_frames: int = 8
   size: int = 64
-  face: str = "haar"
+  face: str = "dlib"
   face_margin: float = 0.15  # of the detected box side, added on each edge
 
 
@@ -332,8 +334,13 @@ def au_vectors(text: str):
 def generate(builder, clips, report: Report):
   """Yields (clip_id, record) per clip; then prints the report and keeps it in metadata.json."""
   cfg = builder.builder_config
-  if cfg.face not in ("haar", "centre"):
-    raise ValueError(f"config {cfg.name!r}: face must be 'haar' or 'centre', got {cfg.face!r}")
+  if cfg.face not in ("dlib", "haar", "centre"):
+    raise ValueError(f"config {cfg.name!r}: face must be 'dlib', 'haar' or 'centre', got {cfg.face!r}")
+  if cfg.face == "dlib" and any(not c.crops for c in clips):
+    try:
+      align.check_dlib()
+    except align.AlignError as e:
+      raise build.DatasetError(f"{report.dataset}: {e}") from e
   if cfg.face == "haar" and any(not c.crops for c in clips):
     try:
       faces.check_detector()
@@ -448,6 +455,12 @@ def _face(clip: Clip, onset: int, offset: int, cfg: ClipConfig, notes: list):
   first = read_rgb(clip.frames[onset])
   if cfg.face == "centre":
     return clip.frames, faces.centre_box(first.shape), "centre"
+  if cfg.face == "dlib":  # an Alignment crops like a box (faces.crop)
+    try:
+      return clip.frames, align.align(first, align.AlignConfig(size=cfg.size)), "dlib"
+    except align.NoFace:
+      notes.append(("no_face", "no face found on the onset frame by dlib; centre square used"))
+      return clip.frames, faces.centre_box(first.shape), "centre (no face found)"
   found = faces.detect(gray(first))
   if found is None:
     notes.append(("no_face", "no face found on the onset frame; centre square used"))

@@ -17,6 +17,9 @@ INPUTS = {
     "clip": (np.uint8, "(T, S, S, 3): frames from onset to offset"),
     "flow": (np.float32, "(F, F, 3): onset->apex u, v (pixels) and optical strain"),
 }
+# Inputs an expert reads when the batch has them (registry.Expert.extras): regions placed on
+# the face by its landmarks, canonical x0, y0, x1, y1 in catalogue.REGIONS order.
+OPTIONAL = {"region_boxes": np.float32}
 TEXT = {"text_ids": np.int32, "text_mask": np.int32, "prompt_len": np.int32}
 TARGETS = {"aus": np.float32, "label": np.int32, "loss_mask": np.float32}
 
@@ -65,7 +68,7 @@ def conform(example: dict, where: str = "example") -> dict:
   (spatial sizes may differ from the model's: experts resize)."""
   out = dict(example)
   ranks = {"keyframes": 4, "clip": 4, "flow": 3}
-  for key, dtype in {**{k: v[0] for k, v in INPUTS.items()}, **TEXT, **TARGETS}.items():
+  for key, dtype in {**{k: v[0] for k, v in INPUTS.items()}, **OPTIONAL, **TEXT, **TARGETS}.items():
     if key not in out:
       continue
     if key in ranks and np.ndim(out[key]) != ranks[key]:

@@ -80,6 +80,42 @@ class Subject:
   texture_phase: np.ndarray  # (K,)
   texture_amp: np.ndarray  # (K,)
 
+  @property
+  def points(self) -> np.ndarray:
+    """(68, 2) true landmarks (iBUG 300-W order) in canonical coordinates of a still frame
+    (the onset's): regions.CANONICAL_68 moved part by part onto this face's anchors."""
+    return landmarks_68(self.landmarks) + np.asarray(self.centre)
+
+
+def landmarks_68(anchors: dict) -> np.ndarray:
+  """68 landmarks whose anchors (regions.anchors) are exactly `anchors` (image-left, as drawn).
+
+  Each part of the canonical 68 moves with its anchor: brows, eyes and nose shift (the
+  image-right brow and eye mirrored, as `render` draws them); the mouth widens to its corner,
+  the corners take the corner's height, and the whole mouth shifts onto its centre; the lower
+  jaw shifts so the chin anchor (between chin tip and lower lip) lands on its own.
+  """
+  points = regions.CANONICAL_68.copy()
+  start = regions.anchors(points)
+
+  def shift(indices, key, mirrored=()):
+    d = np.asarray(anchors[key]) - np.asarray(start[key])
+    points[list(indices)] += d
+    points[list(mirrored)] += d * np.array([-1.0, 1.0])
+
+  shift(range(17, 22), "brow", range(22, 27))
+  shift(range(36, 42), "eye", range(42, 48))
+  shift(range(27, 36), "nose")
+  mouth = points[48:68]  # a view
+  centre = mouth.mean(0)
+  corner, want = mouth[0] - centre, np.asarray(anchors["mouth_corner"]) - np.asarray(anchors["mouth"])
+  mouth[:, 0] = centre[0] + (mouth[:, 0] - centre[0]) * want[0] / corner[0]
+  mouth[[0, 6], 1] += (want[1] - corner[1]) / 0.9  # two of 20 points: the mean moves a tenth as far
+  mouth += np.asarray(anchors["mouth"]) - mouth.mean(0)
+  chin = (points[8] + points[57]) / 2
+  points[6:11] += 2 * (np.asarray(anchors["chin"]) - chin)
+  return points
+
 
 def make_subject(name: str, rng: np.random.Generator) -> Subject:
   jitter = lambda s: rng.normal(0.0, s, 2)
@@ -236,7 +272,11 @@ def _au_vectors(aus: list[str], intensities: dict[str, int]):
 
 def make_clip(subject: Subject, emotion: str, capture: Capture, rng: np.random.Generator, *,
               num_frames: int, size: int, au_label_noise: float = 0.0) -> dict:
-  """Renders one clip and returns its record (see features.clip_features), minus ids."""
+  """Renders one clip and returns its record (see features.clip_features), minus ids.
+
+  The face's true landmarks on the onset frame are regions.to_pixels(subject.points, size):
+  the head and the AUs only move after the onset.
+  """
   px_per_unit = (size - 1) / 2.0
   true_aus = choose_aus(emotion, rng)
   sites, intensities = [], {}  # sites: (centre, direction, amplitude at its peak, spread, AU's place)

@@ -114,10 +114,13 @@ def flow_colour(flow: np.ndarray, scale: float | None = None) -> np.ndarray:
   return matplotlib.colors.hsv_to_rgb(hsv)
 
 
-def _outline_regions(ax, size: int, scores: np.ndarray | None = None) -> None:
-  """Each face region's outline and name; coloured by `scores` (R,) when given, else one colour each."""
+def _outline_regions(ax, size: int, scores: np.ndarray | None = None, boxes=None) -> None:
+  """Each face region's outline and name; coloured by `scores` (R,) when given, else one colour each.
+
+  boxes: the clip's regions placed by its landmarks (canonical coordinates), else canonical.
+  """
   top = max(float(np.max(scores)), 1e-9) if scores is not None else 1.0
-  for i, (name, mask) in enumerate(zip(catalogue.REGIONS, regions.region_masks(size))):
+  for i, (name, mask) in enumerate(zip(catalogue.REGIONS, regions.region_masks(size, boxes=boxes))):
     if scores is None:
       colour, width, label, box = plt.cm.tab10(i), 1, name, None
     else:
@@ -140,16 +143,17 @@ def _flow_arrows(ax, flow: np.ndarray, colour: str, width: float) -> float:
 
 
 def region_figure(face: np.ndarray, flow: np.ndarray, scores: np.ndarray, path, title: str = "",
-                  contributions: dict[str, float] | None = None) -> None:
+                  contributions: dict[str, float] | None = None, boxes=None) -> None:
   """`face` (S, S, 3) with each region outlined in the colour of its motion-expert score (R,),
-  flow (S, S, 2) as arrows, and optionally each expert's contribution as text."""
+  flow (S, S, 2) as arrows, and optionally each expert's contribution as text. `boxes`: the
+  regions placed on this face (canonical coordinates), else the canonical ones."""
   scores = np.asarray(scores, np.float64)
   if scores.shape != (len(catalogue.REGIONS),):
     raise ValueError(f"scores of shape {scores.shape}; expected one per region {catalogue.REGIONS}")
   size = face.shape[0]
   fig, ax = plt.subplots(figsize=(5.2, 5.6))
   ax.imshow(face, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
-  _outline_regions(ax, size, scores)
+  _outline_regions(ax, size, scores, boxes)
   longest = _flow_arrows(ax, flow, "cyan", 0.005)
   ax.set_xticks([])
   ax.set_yticks([])
@@ -166,18 +170,22 @@ def region_figure(face: np.ndarray, flow: np.ndarray, scores: np.ndarray, path, 
 
 def prediction(onset: np.ndarray, apex: np.ndarray, flow: np.ndarray, probs: dict[str, float],
                drops: dict[str, float], title: str, answer: str, path,
-               region_scores: np.ndarray | None = None) -> None:
+               region_scores: np.ndarray | None = None, boxes=None, landmarks: np.ndarray | None = None) -> None:
   """The onset face with region outlines (coloured by the motion expert's region scores when
-  given), onset->apex flow over the apex face, class probabilities, and each expert's
-  contribution (drop in p(predicted class) without it)."""
+  given; placed by the face's landmarks when `boxes` are given, canonical otherwise) and its
+  landmarks (onset's pixels), onset->apex flow over the apex face, class probabilities, and
+  each expert's contribution (drop in p(predicted class) without it)."""
   # Constrained layout leaves room for each bar panel's tick labels (class and expert names).
   fig, axes = plt.subplots(1, 4, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.9, 0.9]},
                            layout="constrained")
   ax = axes[0]
   ax.imshow(onset)
-  _outline_regions(ax, onset.shape[0], region_scores)
-  ax.set_title("onset, face regions" + ("\n(share of the motion expert's tokens)" if region_scores is not None else ""),
-               fontsize=9)
+  _outline_regions(ax, onset.shape[0], region_scores, boxes)
+  if landmarks is not None:
+    ax.scatter(landmarks[:, 0], landmarks[:, 1], s=4, c="yellow", linewidths=0)
+  placed = "placed by landmarks" if boxes is not None and landmarks is not None else "canonical"
+  ax.set_title(f"aligned onset, face regions ({placed})"
+               + ("\n(share of the motion expert's tokens)" if region_scores is not None else ""), fontsize=9)
   ax = axes[1]
   size = flow.shape[0]
   ax.imshow(apex, extent=(-0.5, size - 0.5, size - 0.5, -0.5))

@@ -161,7 +161,11 @@ class Measurer:
 
   def __init__(self, size: int, landmarks=None, noise_floor: float = 0.1, moving_sigmas: float = 3.0,
                shifts: bool = True, sparsity: float = 0.02):
-    """sparsity: an L1 weight on AU amplitudes, as a share of a typical bump's energy.
+    """landmarks: None (the canonical face), a dict of anchors, or a face's (68, 2) landmarks in
+    canonical coordinates of its aligned crop: AU sites sit at that face's anchors and the
+    region statistics read the regions placed on it (regions.place_regions).
+
+    sparsity: an L1 weight on AU amplitudes, as a share of a typical bump's energy.
 
     Some AUs sum to another at the same site (AU12 up-and-out plus AU15 down is AU20's
     outward pull); without a cost on amplitude the fit may pick either. A small L1 cost

@@ -5,6 +5,7 @@ import typing
 import numpy as np
 
 from deft_jax.flow import dual_tvl1
+from deft_jax.flow import head as head_lib
 from deft_jax.flow import strain
 
 
@@ -21,7 +22,7 @@ def face_ellipse(height, width, margin=0.1):
   return ((x - (width - 1) / 2) / rx) ** 2 + ((y - (height - 1) / 2) / ry) ** 2 <= 1
 
 
-def spot_apex(frames, *, onset=0, mask=None, min_motion=0.05, chunk=None, **params):
+def spot_apex(frames, *, onset=0, mask=None, min_motion=0.05, chunk=None, head="none", landmarks=None, **params):
   """Apex of a clip: the frame whose TV-L1 flow from the onset has the largest mean length.
 
   Motion is measured inside `mask`, relative to the onset frame, over frames after it. When
@@ -34,6 +35,9 @@ def spot_apex(frames, *, onset=0, mask=None, min_motion=0.05, chunk=None, **para
     mask: (H, W) face-region mask (bool or weights); default face_ellipse(H, W).
     min_motion: pixels of mean motion below which the clip counts as still.
     chunk: passed to tvl1().
+    head: head motion taken out of each frame's flow first (deft_jax/flow/head.py models),
+      so a head turning does not read as the apex; "none" keeps the flow as measured.
+    landmarks: the face's (68, 2) canonical landmarks for the head motion fit, or None.
     **params: TV-L1 settings, see TVL1Params.
 
   Returns:
@@ -53,6 +57,8 @@ def spot_apex(frames, *, onset=0, mask=None, min_motion=0.05, chunk=None, **para
   if len(after):
     reference = np.broadcast_to(frames[onset], after.shape)
     flow = dual_tvl1.tvl1(reference, after, chunk=chunk, **params)
+    if head != "none":
+      flow = head_lib.remove(np.asarray(flow), head, landmarks=landmarks)
     length = np.asarray(strain.magnitude_direction(flow)[0], np.float64)
     motion[onset + 1:] = (length * weights).sum((1, 2)) / max(weights.sum(), 1e-12)
   if motion.max() < min_motion:

@@ -83,7 +83,8 @@ class DeftModel(nn.Module):
     for (name, spec, _), (open_id, close_id) in zip(self.config.expert_specs, self.config.markers):
       if name in drop:
         continue
-      out, aux = self.experts[name](batch[spec.reads], deterministic)
+      extras = {k: batch[k] for k in spec.extras if k in batch}
+      out, aux = self.experts[name](batch[spec.reads], deterministic, **extras)
       au_logits = aux.get("au_logits", au_logits)
       tokens = self.projectors[name](out)
       projected[name] = tokens

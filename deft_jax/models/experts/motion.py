@@ -10,6 +10,10 @@ Region tokens pool the encoder's patch tokens:
   "attention": a learned query per region attends over the patches, its logits biased by the
                log of that share so that it never looks outside the region (masked multi-head
                attention pooling, as SigLIP's MAP head, restricted to a region).
+
+The regions are the canonical boxes, or the clip's own when the batch carries them
+(`region_boxes`, (B, R, 4) canonical x0, y0, x1, y1 placed by the face's landmarks,
+deft_jax/facs/regions.place_regions), so a token pools the skin its name says.
 """
 
 import dataclasses
@@ -50,6 +54,27 @@ def region_weights(size: int, patch: int) -> np.ndarray:
   return shares / np.maximum(shares.sum(-1, keepdims=True), 1e-6)
 
 
+def region_weights_from_boxes(boxes, size: int, patch: int):
+  """(B, R, grid*grid) patch weights of per-clip region boxes (B, R, 4), as region_weights.
+
+  A box is a product of an x and a y interval, so a patch's share of it is the product of
+  its shares along each axis; pixel centres span [-1, 1] as in regions.region_masks.
+  """
+  if size % patch:
+    raise ValueError(f"flow of {size} px does not split into {patch} px patches")
+  g = size // patch
+  coords = jnp.linspace(-1.0, 1.0, size)
+  boxes = jnp.asarray(boxes, jnp.float32)
+
+  def share(lo, hi):  # (B, R) -> (B, R, g)
+    inside = (coords >= lo[..., None]) & (coords <= hi[..., None])
+    return inside.astype(jnp.float32).reshape(*lo.shape, g, patch).mean(-1)
+
+  sx, sy = share(boxes[..., 0], boxes[..., 2]), share(boxes[..., 1], boxes[..., 3])
+  shares = (sy[..., :, None] * sx[..., None, :]).reshape(*boxes.shape[:2], g * g)
+  return shares / jnp.maximum(shares.sum(-1, keepdims=True), 1e-6)
+
+
 class RegionPool(nn.Module):
   """One learned query per region; attention over patches, masked to the region."""
   config: encoder_lib.EncoderConfig
@@ -58,17 +83,18 @@ class RegionPool(nn.Module):
 
   @nn.compact
   def __call__(self, x, shares):
-    """x (B, N, D) patch tokens, shares (R, N) -> (B, R, D)."""
+    """x (B, N, D) patch tokens, shares (R, N) or per clip (B, R, N) -> (B, R, D)."""
     c = self.config
     b, n, d = x.shape
     hd = d // c.heads
     queries = self.param("queries", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
-                         (shares.shape[0], d), self.param_dtype)
+                         (shares.shape[-2], d), self.param_dtype)
     q = encoder_lib.dense(d, ("embed", "heads"), self.dtype, self.param_dtype, "q_proj")(queries).reshape(-1, c.heads, hd)
     k = encoder_lib.dense(d, ("embed", "heads"), self.dtype, self.param_dtype, "k_proj")(x).reshape(b, n, c.heads, hd)
     v = encoder_lib.dense(d, ("embed", "heads"), self.dtype, self.param_dtype, "v_proj")(x).reshape(b, n, c.heads, hd)
     logits = jnp.einsum("rhd,bnhd->bhrn", q, k, preferred_element_type=jnp.float32) / np.sqrt(hd)
-    logits = logits + jnp.log(jnp.maximum(jnp.asarray(shares, jnp.float32), 1e-9))
+    bias = jnp.log(jnp.maximum(jnp.asarray(shares, jnp.float32), 1e-9))
+    logits = logits + (bias[:, None] if bias.ndim == 3 else bias)
     out = jnp.einsum("bhrn,bnhd->brhd", nn.softmax(logits).astype(self.dtype), v).reshape(b, -1, d)
     return encoder_lib.dense(d, ("heads", "embed"), self.dtype, self.param_dtype, "out_proj")(out)
 
@@ -79,8 +105,9 @@ class MotionExpert(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, flow, deterministic=True):
-    """flow (B, S', S', 3), any S' -> (region tokens (B, R, width), {"au_logits": (B, NUM_AUS)})."""
+  def __call__(self, flow, deterministic=True, region_boxes=None):
+    """flow (B, S', S', 3), any S'; region_boxes (B, R, 4) or None (canonical boxes)
+    -> (region tokens (B, R, width), {"au_logits": (B, NUM_AUS)})."""
     c = self.config
     flow = registry.resize_flow(flow.astype(jnp.float32), c.flow_size)
     x = encoder_lib.patch_embed(flow / c.flow_scale, c.encoder.width, (c.patch, c.patch), self.dtype,
@@ -89,8 +116,12 @@ class MotionExpert(nn.Module):
     x = x + encoder_lib.position_embedding(self, "position_embedding", (1, h, w, d))
     x = encoder_lib.Encoder(c.encoder, self.dtype, self.param_dtype, name="encoder")(
         x.reshape(b, h * w, d).astype(self.dtype), deterministic)
-    weights = region_weights(flow.shape[1], c.patch)
-    tokens = jnp.einsum("rn,bnd->brd", jnp.asarray(weights, self.dtype), x)
+    if region_boxes is None:
+      weights = region_weights(flow.shape[1], c.patch)
+      tokens = jnp.einsum("rn,bnd->brd", jnp.asarray(weights, self.dtype), x)
+    else:
+      weights = region_weights_from_boxes(region_boxes, flow.shape[1], c.patch)
+      tokens = jnp.einsum("brn,bnd->brd", weights.astype(self.dtype), x)
     if c.pooling == "attention":
       tokens = tokens + RegionPool(c.encoder, self.dtype, self.param_dtype, name="region_pool")(x, weights)
     # Each AU belongs to a region, so the head sees every region's token in its place.
@@ -100,4 +131,4 @@ class MotionExpert(nn.Module):
 
 
 EXPERT = registry.Expert(reads="flow", config_from=config_from, module=MotionExpert,
-                         input_shape=lambda c: (c.flow_size, c.flow_size, 3))
+                         input_shape=lambda c: (c.flow_size, c.flow_size, 3), extras=("region_boxes",))

@@ -30,16 +30,22 @@ class Expert:
   input_shape: config -> the per-example shape of its input (it resizes what it is given)
   pretrained:  config -> {param path tuple (below the expert's scope): array} from local
                checkpoints the config names (SigLIP/CLIP towers), or {}
+  extras:      optional batch keys (data/schema.py's OPTIONAL) passed as keyword arguments
+               when a batch carries them
   """
   reads: str
   config_from: Callable[[Any], Any]
   module: type
   input_shape: Callable[[Any], tuple[int, ...]]
   pretrained: Callable[[Any], dict] = lambda config: {}
+  extras: tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.reads not in schema.INPUTS:
       raise ValueError(f"an expert reads one of {sorted(schema.INPUTS)}, not {self.reads!r}")
+    unknown = set(self.extras) - set(schema.OPTIONAL)
+    if unknown:
+      raise ValueError(f"optional expert inputs are {sorted(schema.OPTIONAL)}, not {sorted(unknown)}")
 
 
 def module_path(name: str, node) -> str:
