@@ -21,7 +21,7 @@ from data_builders.megc2019 import megc2019_dataset_builder as megc2019
 from data_builders.samm import samm_dataset_builder as samm
 from data_builders.smic import smic_dataset_builder as smic
 from deft_jax import cli
-from deft_jax.data import build, faces, features, manual, pipeline, synthetic
+from deft_jax.data import build, clip_flow, faces, features, clip_frames, manual, pipeline, sheets, synthetic
 from deft_jax.facs import catalogue, emotions
 
 T, S, FACE = 4, 32, 48  # record frames, record crop size, rendered face size
@@ -191,7 +191,7 @@ def test_casme2_samples_onset_apex_offset(casme2_built):
   for clip_id in CASME2_GOOD - {"sub01/EP02_01f"}:
     r, fake = recs[clip_id], fakes[clip_id]
     onset, apex, offset = fake.marks
-    numbers, apex_index = manual.sample_frames(onset, apex, offset, T)
+    numbers, apex_index = clip_frames.sample_frames(onset, apex, offset, T)
     assert (r["onset_index"], r["apex_index"], r["offset_index"]) == (0, apex_index, T - 1)
     for frame, number in zip(r["frames"], numbers):
       assert np.abs(frame.astype(float) - expected_crop(fake, number)).mean() < 3, (clip_id, number)
@@ -224,7 +224,7 @@ def test_casme2_flow_follows_the_exact_flow(casme2_built):
   assert_flow_follows_the_exact_flow(recs, fakes, CASME2_GOOD - {"sub01/EP02_01f"})  # EP02: spotted
   for r in recs.values():
     gray = [cv2.cvtColor(r["frames"][i], cv2.COLOR_RGB2GRAY) for i in (r["onset_index"], r["apex_index"])]
-    flow, strain = manual.onset_apex_flow(*gray)
+    flow, strain = clip_flow.onset_apex_flow(*gray)
     np.testing.assert_allclose(r["flow"], flow, atol=1e-4)
     np.testing.assert_allclose(r["strain"], strain, atol=1e-4)
 
@@ -421,7 +421,7 @@ def test_casme3_reads_several_clips_per_video(tmp_path):
   assert np.flatnonzero(sad["aus"]).tolist() == [catalogue.au_index(n) for n in (1, 4, 15)]
   assert reasons(b) == {"cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx row 4": "field 'Onset' is not annotated"}
   for clip_id, fake in ids.items():
-    _, apex_index = manual.sample_frames(*fake.marks, T)
+    _, apex_index = clip_frames.sample_frames(*fake.marks, T)
     assert recs[clip_id]["apex_index"] == apex_index
   assert_flow_follows_the_exact_flow(recs, ids, list(ids))
 
@@ -457,7 +457,7 @@ def test_megc2019_keeps_the_composite_classes(casme2_dir, samm_dir, smic_dir, tm
 @pytest.mark.parametrize("onset, apex, offset, num", [(10, 13, 20, 4), (0, 1, 1, 5), (5, 9, 9, 8),
                                                       (100, 101, 160, 8), (3, 50, 51, 3)])
 def test_sample_frames_holds_onset_apex_offset(onset, apex, offset, num):
-  numbers, apex_index = manual.sample_frames(onset, apex, offset, num)
+  numbers, apex_index = clip_frames.sample_frames(onset, apex, offset, num)
   assert len(numbers) == num and numbers == sorted(numbers)
   assert (numbers[0], numbers[apex_index], numbers[-1]) == (onset, apex, offset)
 
@@ -469,7 +469,7 @@ def test_header_is_found_by_loose_names_below_notes(tmp_path):
               notes=[["notes"], [None, "more notes"]])
   columns = {"subject": ("subject",), "filename": ("filename",), "onset": ("onsetframe",),
              "apex": ("apexframe",), "emotion": ("estimatedemotion",)}
-  rows = list(manual.read_sheet(path, columns))
+  rows = list(sheets.read_sheet(path, columns))
   assert [r.number for r in rows] == [4, 6]
   assert [(r.text("subject"), r.frame("onset"), r.frame("apex")) for r in rows] == [
       ("1", 4, None), ("2", None, None)]

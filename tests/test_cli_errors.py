@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from deft_jax.data import manual
+from deft_jax.data import corpus_errors, clip_frames, manual
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,8 +68,8 @@ def test_smic_clip_of_one_frame_names_the_folder(tmp_path):
   folder = tmp_path / "s1_ne_01"
   folder.mkdir()
   (folder / "image13050.bmp").write_bytes(b"")
-  clip = manual.Clip("s1_ne_01", "s1", "smic", str(folder), manual.frame_files(folder), None, None, None, "negative")
-  with pytest.raises(manual.Skip, match=r"s1_ne_01 holds one frame \(image13050.bmp\); a clip needs an onset and a later"):
+  clip = manual.Clip("s1_ne_01", "s1", "smic", str(folder), clip_frames.frame_files(folder), None, None, None, "negative")
+  with pytest.raises(corpus_errors.Skip, match=r"s1_ne_01 holds one frame \(image13050.bmp\); a clip needs an onset and a later"):
     manual._frame_range(clip, [])  # pylint: disable=protected-access
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from deft_jax.data import manual
+from deft_jax.data import corpus_errors, clip_frames, manual
 
 
 def _jpeg(path: pathlib.Path, seed: int = 0) -> bytes:
@@ -22,7 +22,7 @@ def test_whole_jpeg_reads_as_opencv_decodes_it(tmp_path):
   path = tmp_path / "img1.jpg"
   _jpeg(path)
   expected = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-  np.testing.assert_array_equal(manual.read_rgb(path), expected)
+  np.testing.assert_array_equal(clip_frames.read_rgb(path), expected)
 
 
 def test_truncated_jpeg_is_refused_by_name(tmp_path):
@@ -30,21 +30,21 @@ def test_truncated_jpeg_is_refused_by_name(tmp_path):
   data = _jpeg(path)
   path.write_bytes(data[: len(data) // 2])
   assert cv2.imread(str(path)) is not None  # what libjpeg does on its own: half a grey frame
-  with pytest.raises(manual.BadFrame, match=r"img2\.jpg: truncated JPEG"):
-    manual.read_rgb(path)
+  with pytest.raises(clip_frames.BadFrame, match=r"img2\.jpg: truncated JPEG"):
+    clip_frames.read_rgb(path)
 
 
 def test_padding_after_the_end_marker_is_accepted(tmp_path):
   path = tmp_path / "img3.jpg"
   path.write_bytes(_jpeg(path) + b"\x00" * 16)
-  assert manual.read_rgb(path).shape == (48, 40, 3)
+  assert clip_frames.read_rgb(path).shape == (48, 40, 3)
 
 
 def test_empty_or_garbage_frame_is_refused(tmp_path):
   for name, data in (("a.png", b""), ("b.bmp", b"not an image")):
     (tmp_path / name).write_bytes(data)
-    with pytest.raises(manual.BadFrame, match=name.replace(".", r"\.")):
-      manual.read_rgb(tmp_path / name)
+    with pytest.raises(clip_frames.BadFrame, match=name.replace(".", r"\.")):
+      clip_frames.read_rgb(tmp_path / name)
 
 
 def _clip(tmp_path):
@@ -64,7 +64,7 @@ def _builder(stop: bool):
 
 def test_clip_with_a_bad_frame_is_skipped_and_reported(tmp_path, capsys):
   report = manual.Report("casme2")
-  with pytest.raises(manual.ManualDirError, match="no clip could be made"):
+  with pytest.raises(corpus_errors.ManualDirError, match="no clip could be made"):
     list(manual.generate(_builder(False), [_clip(tmp_path)], report))
   (skipped,) = report.skipped
   assert skipped["clip_id"] == "sub01/EP01" and "img1.jpg: truncated JPEG" in skipped["reason"]
@@ -72,7 +72,7 @@ def test_clip_with_a_bad_frame_is_skipped_and_reported(tmp_path, capsys):
 
 
 def test_flag_stops_the_build_at_a_bad_frame(tmp_path):
-  with pytest.raises(manual.ManualDirError, match=r"clip sub01/EP01 \(sheet.xlsx row 2\): .*img1\.jpg: truncated"):
+  with pytest.raises(corpus_errors.ManualDirError, match=r"clip sub01/EP01 \(sheet.xlsx row 2\): .*img1\.jpg: truncated"):
     list(manual.generate(_builder(True), [_clip(tmp_path)], manual.Report("casme2")))
 
 

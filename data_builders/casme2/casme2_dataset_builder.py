@@ -24,7 +24,7 @@ import re
 
 import tensorflow_datasets as tfds
 
-from deft_jax.data import manual
+from deft_jax.data import corpus_errors, clip_frames, manual, sheets
 
 COLUMNS = {
     "subject": ("subject", "sub"),
@@ -43,30 +43,30 @@ def subject_folder(value: str) -> str:
   """"1", "01" or "sub01" -> "sub01"."""
   digits = re.fullmatch(r"(?:sub)?0*(\d+)", value.strip().lower())
   if not digits:
-    raise manual.Skip(f"subject {value!r} is not a CASME II subject (sub01 .. sub26)")
+    raise corpus_errors.Skip(f"subject {value!r} is not a CASME II subject (sub01 .. sub26)")
   return f"sub{int(digits[1]):02d}"
 
 
 def list_clips(root: pathlib.Path, report: manual.Report) -> list[manual.Clip]:
   """The clips the coding sheet annotates, with their frame (and aligned crop) files."""
-  sheet = manual.find_file(root, ("CASME2-coding*.xlsx", "*coding*.xlsx", "*.xlsx"),
+  sheet = sheets.find_file(root, ("CASME2-coding*.xlsx", "*coding*.xlsx", "*.xlsx"),
                            "CASME II coding sheet (CASME2-coding-20140508.xlsx)")
-  raw = manual.find_dir(root, RAW_DIRS, r"sub\d+", "CASME II raw frames")
+  raw = sheets.find_dir(root, RAW_DIRS, r"sub\d+", "CASME II raw frames")
   cropped = next((root / d for d in CROPPED_DIRS if (root / d).is_dir()), None)
 
-  def make(row: manual.Row) -> manual.Clip:
+  def make(row: sheets.Row) -> manual.Clip:
     subject, name = subject_folder(row.text("subject")), row.text("filename")
     folder = raw / subject / name
     if not name or not folder.is_dir():
-      raise manual.Skip(f"no frame folder {folder}")
+      raise corpus_errors.Skip(f"no frame folder {folder}")
     crops = cropped / subject / name if cropped else None
     return manual.Clip(
         clip_id=f"{subject}/{name}", subject=subject, source="casme2", where=row.where,
-        frames=manual.frame_files(folder), onset=row.frame("onset"), apex=row.frame("apex"),
+        frames=clip_frames.frame_files(folder), onset=row.frame("onset"), apex=row.frame("apex"),
         offset=row.frame("offset"), emotion=row.text("emotion"), au_string=row.text("aus"),
-        crops=manual.frame_files(crops) if crops and crops.is_dir() else None)
+        crops=clip_frames.frame_files(crops) if crops and crops.is_dir() else None)
 
-  return manual.rows_to_clips(manual.read_sheet(sheet, COLUMNS), make, report)
+  return sheets.rows_to_clips(sheets.read_sheet(sheet, COLUMNS), make, report)
 
 
 class Builder(manual.ManualBuilder):

@@ -27,7 +27,7 @@ import re
 
 import tensorflow_datasets as tfds
 
-from deft_jax.data import manual
+from deft_jax.data import corpus_errors, clip_frames, manual, sheets
 
 COLUMNS = {
     "subject": ("subject", "sub"),
@@ -45,36 +45,36 @@ def subject_folder(value: str) -> str:
   """"1" or "spNO.1" -> "spNO.1"."""
   number = re.fullmatch(r"(?:spNO\.)?(\d+)", value, re.IGNORECASE)
   if not number:
-    raise manual.Skip(f"subject {value!r} is not a CAS(ME)^3 subject (spNO.<n>)")
+    raise corpus_errors.Skip(f"subject {value!r} is not a CAS(ME)^3 subject (spNO.<n>)")
   return f"spNO.{int(number[1])}"
 
 
 def list_clips(root: pathlib.Path, report: manual.Report) -> list[manual.Clip]:
   """The micro-expressions the part A label sheet annotates, with their frame files."""
-  sheet = manual.find_file(root, ("cas(me)3_part_A_ME_label*.xlsx", "*part_A*ME*label*.xlsx",
+  sheet = sheets.find_file(root, ("cas(me)3_part_A_ME_label*.xlsx", "*part_A*ME*label*.xlsx",
                                   "*ME*label*.xlsx", "*.xlsx"),
                            "CAS(ME)^3 part A label sheet (cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx)")
-  videos = manual.find_dir(root, FRAME_DIRS, r"spNO\.\d+", "CAS(ME)^3 part A frame folders")
+  videos = sheets.find_dir(root, FRAME_DIRS, r"spNO\.\d+", "CAS(ME)^3 part A frame folders")
   folders = {}  # a video's frames, listed once for all its micro-expressions
 
-  def make(row: manual.Row) -> manual.Clip:
+  def make(row: sheets.Row) -> manual.Clip:
     subject, name = subject_folder(row.text("subject")), row.text("filename")
     folder = videos / subject / name
     folder = folder / "color" if (folder / "color").is_dir() else folder
     if not name or not folder.is_dir():
-      raise manual.Skip(f"no frame folder {folder}")
+      raise corpus_errors.Skip(f"no frame folder {folder}")
     if folder not in folders:
-      folders[folder] = manual.frame_files(folder)
+      folders[folder] = clip_frames.frame_files(folder)
     onset, offset = row.frame("onset"), row.frame("offset")
     for field, value in (("onset", onset), ("offset", offset)):
       if value is None:
-        raise manual.Skip(f"field {row.headers[field]!r} is not annotated")
+        raise corpus_errors.Skip(f"field {row.headers[field]!r} is not annotated")
     return manual.Clip(
         clip_id=f"{subject}/{name}/{onset}", subject=subject, source="casme3", where=row.where,
         frames=folders[folder], onset=onset, apex=row.frame("apex"), offset=offset,
         emotion=row.text("emotion"), au_string=row.text("aus"))
 
-  return manual.rows_to_clips(manual.read_sheet(sheet, COLUMNS), make, report)
+  return sheets.rows_to_clips(sheets.read_sheet(sheet, COLUMNS), make, report)
 
 
 class Builder(manual.ManualBuilder):

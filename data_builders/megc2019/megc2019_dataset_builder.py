@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from data_builders.casme2 import casme2_dataset_builder as casme2
 from data_builders.samm import samm_dataset_builder as samm
 from data_builders.smic import smic_dataset_builder as smic
-from deft_jax.data import manual
+from deft_jax.data import corpus_errors, manual
 from deft_jax.facs import emotions
 
 PARTS = {"smic": smic.list_clips, "casme2": casme2.list_clips, "samm": samm.list_clips}
@@ -31,7 +31,7 @@ def list_clips(root: pathlib.Path, report: manual.Report) -> list[manual.Clip]:
   """The three datasets' clips with a composite class, ids prefixed by source."""
   missing = [name for name in PARTS if not (root / name).is_dir()]
   if missing:
-    raise manual.ManualDirError(f"{root}: no {', '.join(f'{m}/' for m in missing)} folder; "
+    raise corpus_errors.ManualDirError(f"{root}: no {', '.join(f'{m}/' for m in missing)} folder; "
                                 f"it must hold casme2/, samm/ and smic/")
   clips = []
   for source, list_part in PARTS.items():

@@ -24,7 +24,7 @@ import re
 
 import tensorflow_datasets as tfds
 
-from deft_jax.data import manual
+from deft_jax.data import corpus_errors, clip_frames, manual, sheets
 
 COLUMNS = {
     "subject": ("subject", "sub"),
@@ -41,27 +41,27 @@ FRAME_DIRS = ("SAMM", "SAMM_CROP", "samm", ".")
 def subject_folder(value: str) -> str:
   """"6", "06" or "006" -> "006"."""
   if not re.fullmatch(r"\d+", value):
-    raise manual.Skip(f"subject {value!r} is not a SAMM subject number")
+    raise corpus_errors.Skip(f"subject {value!r} is not a SAMM subject number")
   return f"{int(value):03d}"
 
 
 def list_clips(root: pathlib.Path, report: manual.Report) -> list[manual.Clip]:
   """The clips the FACS-code sheet annotates, with their frame files."""
-  sheet = manual.find_file(root, ("SAMM_Micro_FACS_Codes*.xlsx", "*FACS*.xlsx", "*.xlsx"),
+  sheet = sheets.find_file(root, ("SAMM_Micro_FACS_Codes*.xlsx", "*FACS*.xlsx", "*.xlsx"),
                            "SAMM sheet (SAMM_Micro_FACS_Codes_v2.xlsx)")
-  frames = manual.find_dir(root, FRAME_DIRS, r"\d+", "SAMM frame folders")
+  frames = sheets.find_dir(root, FRAME_DIRS, r"\d+", "SAMM frame folders")
 
-  def make(row: manual.Row) -> manual.Clip:
+  def make(row: sheets.Row) -> manual.Clip:
     subject, name = subject_folder(row.text("subject")), row.text("filename")
     folder = frames / subject / name
     if not name or not folder.is_dir():
-      raise manual.Skip(f"no frame folder {folder}")
+      raise corpus_errors.Skip(f"no frame folder {folder}")
     return manual.Clip(
         clip_id=name, subject=subject, source="samm", where=row.where,
-        frames=manual.frame_files(folder), onset=row.frame("onset"), apex=row.frame("apex"),
+        frames=clip_frames.frame_files(folder), onset=row.frame("onset"), apex=row.frame("apex"),
         offset=row.frame("offset"), emotion=row.text("emotion"), au_string=row.text("aus"))
 
-  return manual.rows_to_clips(manual.read_sheet(sheet, COLUMNS), make, report)
+  return sheets.rows_to_clips(sheets.read_sheet(sheet, COLUMNS), make, report)
 
 
 class Builder(manual.ManualBuilder):

@@ -20,14 +20,14 @@ import re
 
 import tensorflow_datasets as tfds
 
-from deft_jax.data import manual
+from deft_jax.data import corpus_errors, clip_frames, manual, sheets
 
 HS_DIRS = ("SMIC_all_raw/HS", "SMIC/HS", "HS", ".")
 
 
 def list_clips(root: pathlib.Path, report: manual.Report) -> list[manual.Clip]:
   """Every clip folder under HS/<subject>/micro/<class>/."""
-  hs = manual.find_dir(root, HS_DIRS, r"s\d+", "SMIC-HS subject folders")
+  hs = sheets.find_dir(root, HS_DIRS, r"s\d+", "SMIC-HS subject folders")
   subjects = sorted((p for p in hs.iterdir() if p.is_dir() and re.fullmatch(r"s\d+", p.name)),
                     key=lambda p: int(p.name[1:]))
   clips = []
@@ -38,8 +38,8 @@ def list_clips(root: pathlib.Path, report: manual.Report) -> list[manual.Clip]:
         continue
       clip_id, where = f"{subject.name}/{folder.name}", os.fspath(folder.relative_to(root))
       try:
-        frames = manual.frame_files(folder)
-      except manual.Skip as e:
+        frames = clip_frames.frame_files(folder)
+      except corpus_errors.Skip as e:
         report.skip(where, str(e), clip_id)
         continue
       if not frames:

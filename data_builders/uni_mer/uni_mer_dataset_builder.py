@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders.uni_mer import report as report_lib
-from deft_jax.data import answers, build, manual
+from deft_jax.data import answers, build, clip_flow, clip_frames
 from deft_jax.facs import catalogue, dual_constraint, evidence
 
 
@@ -108,8 +108,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       record = dict(records[i])
       if cfg.flow == "tvl1":
         frames = record["frames"]
-        record["flow"], record["strain"] = manual.onset_apex_flow(
-            manual.gray(frames[record["onset_index"]]), manual.gray(frames[record["apex_index"]]))
+        record["flow"], record["strain"] = clip_flow.onset_apex_flow(
+            clip_frames.gray(frames[record["onset_index"]]), clip_frames.gray(frames[record["apex_index"]]))
       size = record["flow"].shape[0]
       if size not in measurers:
         measurers[size] = evidence.Measurer(size, noise_floor=cfg.noise_floor)

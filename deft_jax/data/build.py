@@ -121,12 +121,12 @@ def _remove_unfinished(b) -> None:
 
 def _check_manual_dir(b, manual_dir) -> None:
   """Before TFDS starts: a dataset built from a user's copy needs an existing, non-empty manual_dir."""
-  from deft_jax.data import manual  # pylint: disable=import-outside-toplevel  # manual imports this module
+  from deft_jax.data import corpus_errors, manual  # pylint: disable=import-outside-toplevel  # they import this module
   if not isinstance(b, manual.ManualBuilder):
     return
   path = os.fspath(manual_dir) if manual_dir else os.path.join(os.fspath(b.data_dir_root), "downloads", "manual")
   if not os.path.isdir(path) or not os.listdir(path):
-    raise manual.ManualDirError(manual.missing_manual_dir(b.name, manual_dir))
+    raise corpus_errors.ManualDirError(manual.missing_manual_dir(b.name, manual_dir))
 
 
 def check(b) -> None:

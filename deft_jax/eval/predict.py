@@ -7,7 +7,7 @@ dlib`, the default). `--face haar` crops OpenCV's Haar box instead (no landmarks
 faces among them). No face is an error; of several, the largest is taken unless
 `--face-index` picks another (0 the largest, 1 the next, ...), and the JSON says how many.
 
-Then, as the dataset builders prepare clips (deft_jax/data/manual.py): T frames sampled from
+Then, as the dataset builders prepare clips (deft_jax/data/clip_frames.py, clip_flow.py): T frames sampled from
 onset to offset with onset and apex among them; the apex spotted from TV-L1 motion unless
 given; onset->apex TV-L1 flow and optical strain at the model's resolution. The head's own
 motion is taken out of every flow before it is read (`--head`, deft_jax/flow/head.py), and
@@ -25,7 +25,7 @@ import numpy as np
 import tqdm
 
 from deft_jax import flow as flow_lib
-from deft_jax.data import align, answers, manual, pipeline, schema
+from deft_jax.data import align, answers, clip_flow, clip_frames, pipeline, schema
 from deft_jax.eval import answer_scores, evaluate, experts, plots, restore
 from deft_jax.facs import catalogue, emotions, regions
 from deft_jax.flow import head as head_lib
@@ -41,7 +41,7 @@ class PredictError(ValueError):
 
 def _folder_files(folder: str) -> list[str]:
   """Image files ordered by the last number in their names (img9 before img10)."""
-  names = [n for n in os.listdir(folder) if os.path.splitext(n)[1].lower() in manual.IMAGE_SUFFIXES]
+  names = [n for n in os.listdir(folder) if os.path.splitext(n)[1].lower() in clip_frames.IMAGE_SUFFIXES]
   number = lambda n: int(([-1] + re.findall(r"\d+", n))[-1])
   return [os.path.join(folder, n) for n in sorted(names, key=lambda n: (number(n), n))]
 
@@ -98,7 +98,7 @@ def read_clip(path: str, face: str, onset: int, sizes: tuple[int, ...], face_ind
   config = _align_config(face, face_index)
   if not os.path.exists(path):
     raise PredictError(f"{path}: no such file or folder")
-  if os.path.isfile(path) and os.path.splitext(path)[1].lower() in manual.IMAGE_SUFFIXES:
+  if os.path.isfile(path) and os.path.splitext(path)[1].lower() in clip_frames.IMAGE_SUFFIXES:
     raise PredictError(f"{path}: a single image{_faces_in(path, face)}; predict reads a clip (a video, or a "
                        "folder of at least 3 frames; of several faces the largest, or --face-index N)")
   names, first = [], None
@@ -107,7 +107,7 @@ def read_clip(path: str, face: str, onset: int, sizes: tuple[int, ...], face_ind
     if i == onset:
       first = image
   if not names:
-    what = f"no {'/'.join(manual.IMAGE_SUFFIXES)} images" if os.path.isdir(path) else "no frames OpenCV can read"
+    what = f"no {'/'.join(clip_frames.IMAGE_SUFFIXES)} images" if os.path.isdir(path) else "no frames OpenCV can read"
     raise PredictError(f"{path}: unreadable file ({what})")
   if len(names) < 3:
     raise PredictError(f"{path}: clip too short ({len(names)} frame(s)); it needs at least 3")
@@ -146,7 +146,7 @@ def _positions(path: str, num: int, onset: int, apex: int | None, offset: int | 
 def onset_apex_flow(onset: np.ndarray, apex: np.ndarray, head: str, landmarks=None):
   """Onset->apex TV-L1 flow (S, S, 2) of two RGB crops with the head's motion taken out,
   the optical strain (S, S) of what is left, and the head's motion that came out (S, S, 2)."""
-  measured = np.asarray(flow_lib.tvl1(manual.gray(onset), manual.gray(apex)))
+  measured = np.asarray(flow_lib.tvl1(clip_frames.gray(onset), clip_frames.gray(apex)))
   head_motion = head_lib.fit(measured, head, landmarks=landmarks)
   flow = (measured - head_motion).astype(np.float32)
   return flow, np.asarray(flow_lib.optical_strain(flow)), head_motion
@@ -155,11 +155,11 @@ def onset_apex_flow(onset: np.ndarray, apex: np.ndarray, head: str, landmarks=No
 def spot_apex(flow_crops: np.ndarray, head: str, landmarks=None) -> tuple[int, bool]:
   """Position of the apex in crops from the onset (first) on, and whether it is a guess: the
   frame that moved most inside the AU regions once the head's motion is out
-  (MIN_APEX_MOTION of manual.spot_apex says when nothing did)."""
+  (MIN_APEX_MOTION of clip_flow.spot_apex says when nothing did)."""
   size = flow_crops.shape[1]
   mask = regions.region_masks(size, landmarks=landmarks).any(0)
-  grays = np.stack([manual.gray(c) for c in flow_crops])
-  apex = flow_lib.spot_apex(grays, mask=mask, min_motion=manual.MIN_APEX_MOTION, head=head, landmarks=landmarks)
+  grays = np.stack([clip_frames.gray(c) for c in flow_crops])
+  apex = flow_lib.spot_apex(grays, mask=mask, min_motion=clip_flow.MIN_APEX_MOTION, head=head, landmarks=landmarks)
   return (max(1, (len(grays) - 1) // 2), True) if apex.fallback else (apex.index, False)
 
 
@@ -229,7 +229,7 @@ def predict(path, workdir, *, onset: int = 0, apex: int | None = None, offset: i
     position, guess = spot_apex(crops[flow_size][onset:offset + 1], head, landmarks)
     apex, spotted = onset + position, "middle frame (no motion found)" if guess else "motion"
   steps.update()
-  numbers, _ = manual.sample_frames(onset, apex, offset, max(num_frames, 3))
+  numbers, _ = clip_frames.sample_frames(onset, apex, offset, max(num_frames, 3))
   flow, strain, head_motion = onset_apex_flow(crops[flow_size][onset], crops[flow_size][apex], head, landmarks)
   batch = _example(trained, crops[size], flow, strain, numbers, apex, boxes)
   steps.set_postfix_str("restoring the model")
