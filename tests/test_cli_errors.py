@@ -129,3 +129,19 @@ def test_a_repeated_example_key_is_named_with_both_examples(tmp_path):
   b = build.builder("synthetic_me/tiny", tmp_path)
   real = type(b)._generate_examples  # every builder made by build.builder yields through the check
   assert b._generate_examples is not real  # pylint: disable=protected-access
+
+
+def test_no_transformers_notice_without_pytorch(tmp_path):
+  """Issue 15, item 14: "[transformers] PyTorch was not found" is noise to a deft-jax user."""
+  from deft_jax.train import workdir_lock
+  code = ("import sys; sys.modules['torch'] = None; from deft_jax import cli; "  # as if PyTorch were not installed
+          f"sys.exit(cli.main(['train', '--config', 'configs/synthetic.py:tiny', '--workdir', {str(tmp_path)!r}]))")
+  held = workdir_lock.acquire(str(tmp_path))  # the run stops after importing the trainer (and transformers)
+  try:
+    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
+    env.pop("DEFT_JAX_VERBOSE", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+  finally:
+    held.release()
+  assert "PyTorch was not found" not in out.stderr + out.stdout
+  one_line_error(out, "is in use by pid")

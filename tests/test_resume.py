@@ -119,6 +119,7 @@ def test_failed_save_keeps_the_previous_checkpoint_and_the_next_save_works(job, 
   assert _latest(tmp_path / "w") == train_runs.STEPS
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_and_torn_log_resume_from_the_previous_one(job, tmp_path, tmp_path_factory):
   """Issue 15, items 6, 7 and 13: an empty _METADATA in the newest checkpoint and a torn last
   metrics line (power loss) resume from the previous checkpoint, saying so, with the same losses."""
@@ -146,6 +147,7 @@ def test_corrupt_newest_checkpoint_and_torn_log_resume_from_the_previous_one(job
   assert results["train_seconds"] > seconds_at[str(previous)] > 0  # the first run's time counts too
 
 
+@pytest.mark.slow
 def test_no_restorable_checkpoint_stops_naming_them(job, tmp_path, tmp_path_factory):
   import shutil
   command, environ, _ = job
