@@ -92,6 +92,7 @@ def test_the_batch_schema_follows_the_experts():
   assert spec["flow"].shape == (4, 32, 32, 3) and spec["flow"].dtype == np.float32
   assert spec["keyframes"].shape == (4, 2, 64, 64, 3) and spec["keyframes"].dtype == np.uint8
   assert spec["loss_mask"].shape == (4, 10) and spec["label"].shape == (4,)
+  assert spec["region_boxes"].shape == (4, 6, 4)  # the motion expert's placed regions
   with pytest.raises(ValueError, match="field 'flow' has shape"):
     schema.conform({"flow": np.zeros((8, 8))}, where="clip 7")
 

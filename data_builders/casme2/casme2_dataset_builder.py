@@ -72,8 +72,9 @@ def list_clips(root: pathlib.Path, report: manual.Report) -> list[manual.Clip]:
 class Builder(manual.ManualBuilder):
   """CASME II clips: face crops, onset->apex TV-L1 flow and strain, AUs, labels."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "Faces aligned by 68 landmarks (dlib), which each record carries; emotion only (schemes at read time)."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   CASME II is licence-gated: ask its authors (Institute of Psychology, Chinese Academy of
   Sciences) for it, unpack it, and pass the folder as manual_dir:

@@ -48,8 +48,9 @@ def list_clips(root: pathlib.Path, report: manual.Report) -> list[manual.Clip]:
 class Builder(manual.ManualBuilder):
   """MEGC2019 composite clips: face crops, onset->apex TV-L1 flow and strain, AUs, labels."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "Faces aligned by 68 landmarks (dlib), which each record carries; emotion only (schemes at read time)."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Put the three licence-gated datasets side by side, each laid out as the manual
   instructions of its own builder (casme2, samm, smic) describe:

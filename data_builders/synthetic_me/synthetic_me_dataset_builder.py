@@ -39,10 +39,11 @@ def _scaled(plan, subjects: int, clips_per_subject: int):
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Synthetic micro-expression clips with frames, exact flow, AUs and labels."""
 
-  VERSION = tfds.core.Version("1.2.0")
+  VERSION = tfds.core.Version("1.3.0")
   RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "Unilateral AUs (L...) move the subject's left: the image-right half.",
                    "1.2.0": "*_folds configs: FACS skin folds (shading the flow misses) and AUs that peak "
-                            "before the apex; the other configs' clips are unchanged."}
+                            "before the apex; the other configs' clips are unchanged.",
+                   "1.3.0": "Each record carries its face's 68 landmarks (the clips are unchanged)."}
   BUILDER_CONFIGS = [
       SyntheticConfig(name="small", description="24 subjects, ~260 clips, 64 px; builds in seconds.",
                       plan=_scaled(synthetic.MEGC2019, subjects=8, clips_per_subject=11)),

@@ -27,7 +27,7 @@ import tensorflow_datasets as tfds
 
 from data_builders.uni_mer import report as report_lib
 from deft_jax.data import answers, build, clip_flow, clip_frames
-from deft_jax.facs import catalogue, dual_constraint, evidence
+from deft_jax.facs import catalogue, dual_constraint, evidence, regions
 
 
 @dataclasses.dataclass
@@ -59,9 +59,10 @@ def _configs():
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Source clips + dual-constraint verdicts + instruction/answer pairs."""
 
-  VERSION = tfds.core.Version("1.2.0")
+  VERSION = tfds.core.Version("1.3.0")
   RELEASE_NOTES = {"1.0.0": "First release.", "1.1.0": "Cue sides name the subject's side (FACS), not the image half.",
-                   "1.2.0": "Configs over synthetic_me 1.2.0's *_folds sets; the others unchanged."}
+                   "1.2.0": "Configs over synthetic_me 1.2.0's *_folds sets; the others unchanged.",
+                   "1.3.0": "Flow evidence read in regions placed by each clip's 68 landmarks."}
   BUILDER_CONFIGS = _configs()
   DEFAULT_CONFIG_NAME = "synthetic_small"
   MANUAL_DOWNLOAD_INSTRUCTIONS = ("Only for a real source that is not built yet: that dataset's own "
@@ -110,10 +111,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         frames = record["frames"]
         record["flow"], record["strain"] = clip_flow.onset_apex_flow(
             clip_frames.gray(frames[record["onset_index"]]), clip_frames.gray(frames[record["apex_index"]]))
-      size = record["flow"].shape[0]
-      if size not in measurers:
-        measurers[size] = evidence.Measurer(size, noise_floor=cfg.noise_floor)
-      m = measurers[size](record["flow"], record["strain"])
+      # Evidence is read in the regions and at the AU sites placed by the clip's own landmarks.
+      landmarks = np.asarray(record.get("landmarks", regions.CANONICAL_68), np.float32)
+      key = (record["flow"].shape[0], landmarks.tobytes())
+      if key not in measurers:
+        measurers[key] = evidence.Measurer(key[0], landmarks=landmarks, noise_floor=cfg.noise_floor)
+      m = measurers[key](record["flow"], record["strain"])
       verdict = dual_constraint.check(record["aus"], m, cfg.thresholds)
       clip_id = _text(record["clip_id"])
       rng = np.random.default_rng([cfg.seed, zlib.crc32(clip_id.encode())])

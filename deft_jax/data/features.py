@@ -19,7 +19,9 @@ def clip_features(num_frames: int, size: int, extra: dict | None = None) -> tfds
   frames[onset_index] is the onset and frames[apex_index] the apex. `flow` is onset->apex
   (dx, dy) in pixels at the frame resolution, so frames[apex](x + flow(x)) ~ frames[onset](x).
   AU vectors follow `catalogue.AU_NUMBERS`; intensity 0 is unknown, 1..5 are FACS A..E.
-  Only the fine `emotion` is stored: class schemes map it when the data is read
+  `landmarks` are the face's 68 points (dlib's order) on the onset frame in canonical
+  coordinates of the crop (facs/regions.py), where its AU regions are placed; a builder that
+  has none stores regions.CANONICAL_68. Only the fine `emotion` is stored: class schemes map it when the data is read
   (emotions.label), so a new scheme needs no rebuild.
   """
   t, s, n = num_frames, size, catalogue.NUM_AUS
@@ -34,6 +36,7 @@ def clip_features(num_frames: int, size: int, extra: dict | None = None) -> tfds
       "au_intensity": tfds.features.Tensor(shape=(n,), dtype=np.uint8),
       "au_side": tfds.features.Tensor(shape=(n,), dtype=np.uint8),
       "au_string": tfds.features.Text(),
+      "landmarks": tfds.features.Tensor(shape=(68, 2), dtype=np.float32),
       "emotion": tfds.features.Text(),
       "subject": tfds.features.Text(),
       "clip_id": tfds.features.Text(),

@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from deft_jax.data import align, build, clip_flow, clip_frames, faces, features
 from deft_jax.data.corpus_errors import ManualDirError, Skip
 from deft_jax.data.clip_frames import BadFrame
-from deft_jax.facs import au_strings, catalogue, emotion_names
+from deft_jax.facs import au_strings, catalogue, emotion_names, regions
 
 
 @dataclasses.dataclass
@@ -216,6 +216,7 @@ def make_record(clip: Clip, cfg: ClipConfig, notes: list) -> tuple[dict, str]:
       "au_intensity": intensity,
       "au_side": side,
       "au_string": clip.au_string,
+      "landmarks": _landmarks(box),
       "emotion": emotion,
       "subject": clip.subject,
       "clip_id": clip.clip_id,
@@ -245,6 +246,13 @@ def _frame_range(clip: Clip, notes: list):
     folder = next(iter(clip.frames.values())).parent
     raise Skip(f"{len(missing)} frame(s) missing from {folder}: {missing[:5]}{' ...' * (len(missing) > 5)}")
   return onset, apex, offset
+
+
+def _landmarks(box) -> np.ndarray:
+  """The onset face's 68 landmarks in canonical coordinates: fitted where the clip was aligned
+  by them, else the canonical face (shipped crops, Haar or centre boxes)."""
+  points = box.canonical_landmarks() if isinstance(box, align.Alignment) else None
+  return (regions.CANONICAL_68 if points is None else points).astype(np.float32)
 
 
 def _face(clip: Clip, onset: int, offset: int, cfg: ClipConfig, notes: list):

@@ -18,7 +18,7 @@ import grain
 import numpy as np
 
 from deft_jax.data import answers, augment, schema
-from deft_jax.facs import emotions
+from deft_jax.facs import catalogue, emotions, regions
 
 
 class Subset(grain.sources.RandomAccessDataSource):
@@ -54,6 +54,13 @@ def index_source(source, scheme: str) -> list[ClipInfo]:
     out.append(ClipInfo(i, _text(r["subject"]), _text(r["clip_id"]), _text(r["source"]),
                         record_label(r, scheme)))
   return out
+
+
+def region_boxes(landmarks) -> np.ndarray:
+  """(R, 4) canonical boxes of catalogue.REGIONS placed by a record's 68 landmarks (the
+  canonical boxes for records without them)."""
+  boxes = regions.region_boxes(None if landmarks is None else np.asarray(landmarks, np.float32))
+  return np.array([boxes[r] for r in catalogue.REGIONS], np.float32)
 
 
 def record_label(record, scheme: str) -> int:
@@ -116,6 +123,7 @@ class Preprocess(grain.transforms.RandomMap):
         "flow": flow,
         "aus": aus,
         "label": label,
+        "region_boxes": region_boxes(record.get("landmarks")),
         **text,
     }, where=_text(record.get("clip_id", "record")))
 

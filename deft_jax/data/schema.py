@@ -9,7 +9,7 @@ expert reads them, and are scaled once there (registry.unit_pixels).
 import jax
 import numpy as np
 
-from deft_jax.facs import catalogue
+from deft_jax.facs import catalogue, regions
 
 # field: (dtype, per-example layout)
 INPUTS = {
@@ -20,6 +20,7 @@ INPUTS = {
 # Inputs an expert reads when the batch has them (registry.Expert.extras): regions placed on
 # the face by its landmarks, canonical x0, y0, x1, y1 in catalogue.REGIONS order.
 OPTIONAL = {"region_boxes": np.float32}
+OPTIONAL_SHAPES = {"region_boxes": (len(catalogue.REGIONS), 4)}
 TEXT = {"text_ids": np.int32, "text_mask": np.int32, "prompt_len": np.int32}
 TARGETS = {"aus": np.float32, "label": np.int32, "loss_mask": np.float32}
 
@@ -44,6 +45,8 @@ def input_shapes(model_config) -> dict[str, tuple[int, ...]]:
 def example_spec(model_config, text_len: int, targets: bool = False) -> dict[str, tuple[tuple[int, ...], type]]:
   """{field: (per-example shape, dtype)}: the model's inputs and text (and training targets)."""
   spec = {k: (shape, INPUTS[k][0]) for k, shape in input_shapes(model_config).items()}
+  extras = {k for _, expert, _ in model_config.expert_specs for k in expert.extras}
+  spec.update({k: (OPTIONAL_SHAPES[k], OPTIONAL[k]) for k in sorted(extras)})
   dtypes = {**TEXT, **TARGETS}
   spec.update({k: (shape, dtypes[k]) for k, shape in _fixed_shapes(text_len, targets).items()})
   return spec
@@ -60,6 +63,8 @@ def zeros(model_config, batch_size: int, text_len: int) -> dict:
   out = {k: np.zeros(v.shape, v.dtype) for k, v in batch_spec(model_config, batch_size, text_len).items()}
   out["text_mask"][:] = 1
   out["prompt_len"][:] = 1
+  if "region_boxes" in out:
+    out["region_boxes"][:] = [regions.REGION_BOXES[r] for r in catalogue.REGIONS]
   return out
 
 

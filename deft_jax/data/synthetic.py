@@ -347,6 +347,7 @@ def make_clip(subject: Subject, emotion: str, capture: Capture, rng: np.random.G
       "au_side": side,
       "au_string": au_string(written),
       "aus_true": true_multi,
+      "landmarks": subject.points.astype(np.float32),  # the onset face: no head motion yet
       "emotion": emotion,
       "source": capture.name,
   }
