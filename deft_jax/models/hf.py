@@ -7,7 +7,6 @@ copying), so host memory holds the placed parameters plus one block in flight.
 
 import json
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -20,15 +19,10 @@ from flax import traverse_util
 
 from deft_jax.models import llm
 from deft_jax.models import lora as lora_lib
+from deft_jax.train import sharding
 
-# Logical axis -> mesh axes (first usable entry wins, as in flax.linen.logical_to_mesh).
-DEFAULT_RULES = (
-    ("vocab", "tensor"), ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
-    ("kv_heads", "tensor"), ("head_dim", None), ("norm", None), ("lora_rank", None),
-)
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 _CHUNK_BYTES = 4 << 20
 
@@ -48,34 +42,9 @@ def _is_kernel(path: str) -> bool:
 
 
 def param_shardings(abstract, mesh: jax.sharding.Mesh, rules=None) -> dict[str, jax.sharding.NamedSharding]:
-  """NamedSharding per flat path from logical names; an axis that does not divide stays whole."""
-  rules = _rule_list(DEFAULT_RULES if rules is None else rules)
-  out = {}
-  for path, boxed in traverse_util.flatten_dict(abstract, sep="/").items():
-    used = set()
-    spec = [_mesh_axes(name, dim, mesh, rules, used) for name, dim in zip(boxed.names, boxed.value.shape)]
-    out[path] = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
-  return out
-
-
-def _rule_list(rules) -> list[tuple[str, Any]]:
-  return list(rules.items()) if isinstance(rules, Mapping) else [tuple(r) for r in rules]
-
-
-def _mesh_axes(name, dim, mesh, rules, used):
-  for logical, axes in rules:
-    if logical != name:
-      continue
-    if axes is None:
-      return None
-    axes = (axes,) if isinstance(axes, str) else tuple(axes)
-    if any(a not in mesh.shape or a in used for a in axes):
-      continue
-    if dim % int(np.prod([mesh.shape[a] for a in axes])):
-      continue
-    used.update(axes)
-    return axes if len(axes) > 1 else axes[0]
-  return None
+  """NamedSharding per flat path, from the one resolver (train/sharding.py) over `rules`."""
+  resolved = sharding.resolve(abstract, mesh, sharding.DEFAULT_RULES if rules is None else rules)
+  return traverse_util.flatten_dict(resolved, sep="/")
 
 
 def default_mesh() -> jax.sharding.Mesh:
@@ -160,7 +129,7 @@ def from_pretrained(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=j
   """(module, params) from a local HF checkpoint directory.
 
   Params are plain arrays placed in NamedShardings from their logical names and `rules`
-  (default DEFAULT_RULES) on `mesh` (default: one device). LoRA leaves, if `lora` is given, are
+  (default train/sharding.py's DEFAULT_RULES) on `mesh` (default: one device). LoRA leaves, if `lora` is given, are
   freshly initialised from `rng` (B = 0, so the model starts equal to the checkpoint).
   """
   path = os.fspath(path)
@@ -232,16 +201,3 @@ def save_pretrained(module: llm.DecoderLM, params, path: str | os.PathLike) -> N
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(config, f, indent=2)
   safetensors.numpy.save_file(tensors, os.path.join(path, SINGLE_FILE), metadata={"format": "pt"})
-
-
-def load_tokenizer(path: str | os.PathLike):
-  """transformers.AutoTokenizer from local files only."""
-  path = os.fspath(path)
-  if not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
-    raise FileNotFoundError(f"no tokenizer in {path}: expected one of {', '.join(TOKENIZER_FILES)}")
-  import transformers  # heavy; only needed here
-
-  try:
-    return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-  except (OSError, ValueError) as e:
-    raise FileNotFoundError(f"cannot load the tokenizer in {path}: {e}") from e

@@ -210,14 +210,13 @@ class Embed(nn.Module):
 
 
 def attend(q, k, v, mask, dtype):
-  """Grouped-query attention (Ainslie et al. 2023). q (B,S,H,hd), k/v (B,T,KV,hd), mask (B,S,T)."""
+  """Grouped-query attention (Ainslie et al. 2023). q (B,S,H,hd), k/v (B,T,KV,hd), mask (B,S,T).
+
+  `jax.nn.dot_product_attention` (query head i reads kv head i // (H / KV), as HF repeat_kv;
+  scores and softmax in float32; cuDNN flash attention where the backend has it).
+  """
   b, s, h, d = q.shape
-  kv = k.shape[2]
-  q = q.reshape(b, s, kv, h // kv, d)  # query head i reads kv head i // (h // kv), as HF repeat_kv.
-  scores = jnp.einsum("bskgd,btkd->bkgst", q, k, preferred_element_type=jnp.float32) / np.sqrt(d)
-  scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-  out = jnp.einsum("bkgst,btkd->bskgd", probs, v)
+  out = jax.nn.dot_product_attention(q.astype(dtype), k.astype(dtype), v.astype(dtype), mask=mask[:, None])
   return out.reshape(b, s, h * d)
 
 

@@ -73,7 +73,7 @@ def abstract_state(cfg, model: deft.DeftModel, mesh, total_steps: int):
     return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
   boxed = jax.eval_shape(init_boxed, jax.random.key(0))
-  shardings = sharding.logical_shardings(boxed, mesh, sharding.rules(cfg))
+  shardings = sharding.resolve(boxed, mesh, sharding.rules(cfg))
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           nn.meta.unbox(boxed), shardings)
   return abstract, shardings, lambda rng: nn.meta.unbox(init_boxed(rng))

@@ -10,6 +10,7 @@ term. Batch statistics (the decorrelation term) are taken per micro-batch.
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import traverse_util
 
 from deft_jax.train import losses, optimizer as optimizer_lib, sharding
@@ -59,11 +60,8 @@ def make_train_step(model, weights, state_shardings, mesh, *, grad_accum_steps: 
       grads = {p: g.astype(train_params[p].dtype) for p, g in grads.items()}
     full = {**jax.tree.map(jnp.zeros_like, frozen_params), **grads}
     state = state.apply_gradients(grads=traverse_util.unflatten_dict(full))
-    return state, {"loss": total, **terms, "grad_norm": _global_norm(grads)}
+    return state, {"loss": total, **terms, "grad_norm": optax.global_norm(jax.tree.map(lambda g: g.astype(jnp.float32), grads))}
 
   return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh, rules), None),
                  out_shardings=(state_shardings, None), donate_argnums=(0,))
 
-
-def _global_norm(tree):
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
