@@ -5,6 +5,7 @@ shard is read in row blocks straight into an aligned buffer (which the CPU backe
 copying), so host memory holds the placed parameters plus one block in flight.
 """
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -29,6 +30,11 @@ _CHUNK_BYTES = 4 << 20
 
 class CheckpointError(ValueError):
   """A checkpoint that does not match the model, or a file that cannot be read."""
+
+
+def is_added(path: str) -> bool:
+  """Grown-vocabulary leaves (llm.Embed's added rows, the untied head's added columns)."""
+  return path.rsplit("/", 1)[-1] in ("added_embedding", "added_lm_head")
 
 
 def hf_param_name(path: str) -> str:
@@ -125,20 +131,23 @@ def _read_shard(file: str, key: str, index: tuple[slice, ...], shape: tuple[int,
 
 def from_pretrained(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32,
                     lora: lora_lib.LoraConfig | None = None, mesh: jax.sharding.Mesh | None = None,
-                    rules=None, rng: jax.Array | None = None) -> tuple[llm.DecoderLM, Any]:
+                    rules=None, rng: jax.Array | None = None, added_tokens: int = 0) -> tuple[llm.DecoderLM, Any]:
   """(module, params) from a local HF checkpoint directory.
 
   Params are plain arrays placed in NamedShardings from their logical names and `rules`
   (default train/sharding.py's DEFAULT_RULES) on `mesh` (default: one device). LoRA leaves, if `lora` is given, are
   freshly initialised from `rng` (B = 0, so the model starts equal to the checkpoint).
+  `added_tokens` grows the vocabulary by that many rows (and head columns), each the mean of
+  the checkpoint's rows (Hewitt 2021, "Initializing new word embeddings for pretrained language
+  models"), so a new token starts where the model's average token is.
   """
   path = os.fspath(path)
-  config = llm.LlmConfig.from_hf(path)
+  config = dataclasses.replace(llm.LlmConfig.from_hf(path), added_tokens=added_tokens)
   module = llm.DecoderLM(config, lora=lora, dtype=dtype, param_dtype=param_dtype)
   abstract = llm.abstract_params(module)
   shardings = param_shardings(abstract, mesh or default_mesh(), rules)
   flat_abstract = traverse_util.flatten_dict(nn.meta.unbox(abstract), sep="/")
-  targets = {hf_param_name(p): p for p in flat_abstract if not lora_lib.is_lora(p)}
+  targets = {hf_param_name(p): p for p in flat_abstract if not lora_lib.is_lora(p) and not is_added(p)}
   index = checkpoint_index(path)
   _check_keys(path, targets, flat_abstract, index, config)
 
@@ -148,10 +157,24 @@ def from_pretrained(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=j
     read = lambda idx, file=index[name], name=name, shape=shape, t=_is_kernel(p): _read_shard(
         file, name, idx, shape, t, param_dtype)
     flat[p] = jax.make_array_from_callback(shape, shardings[p], read)
+  flat.update(_mean_rows(flat, [p for p in flat_abstract if is_added(p)], flat_abstract, shardings))
   lora_paths = [p for p in flat_abstract if lora_lib.is_lora(p)]
   if lora_paths:
     flat.update(_init_lora(module, lora_paths, shardings, jax.random.key(0) if rng is None else rng))
   return module, traverse_util.unflatten_dict(flat, sep="/")
+
+
+def _mean_rows(flat, added_paths, flat_abstract, shardings) -> dict:
+  """Each grown leaf filled with the mean of the table it extends, computed where that table lies."""
+  sources = {"added_embedding": ("embed_tokens/embedding", 0), "added_lm_head": ("lm_head/kernel", 1)}
+  out = {}
+  for p in added_paths:
+    source, axis = sources[p.rsplit("/", 1)[-1]]
+    shape, dtype = flat_abstract[p].shape, flat_abstract[p].dtype
+    fill = lambda table, axis=axis, shape=shape, dtype=dtype: jnp.broadcast_to(
+        jnp.mean(table.astype(jnp.float32), axis=axis, keepdims=True), shape).astype(dtype)
+    out[p] = jax.jit(fill, out_shardings=shardings[p])(flat[source])
+  return out
 
 
 def _check_keys(path, targets, flat_abstract, index, config) -> None:
@@ -189,8 +212,15 @@ def save_pretrained(module: llm.DecoderLM, params, path: str | os.PathLike) -> N
   os.makedirs(path, exist_ok=True)
   if module.lora is not None:
     params = lora_lib.merge(params, module.lora)
+  flat = traverse_util.flatten_dict(nn.meta.unbox(params), sep="/")
+  grown = {p: flat.pop(p) for p in [p for p in flat if is_added(p)]}
+  if "embed_tokens/added_embedding" in grown:  # the grown table, as transformers' resize_token_embeddings
+    flat["embed_tokens/embedding"] = jnp.concatenate([flat["embed_tokens/embedding"],
+                                                      grown["embed_tokens/added_embedding"]], axis=0)
+  if "added_lm_head" in grown:
+    flat["lm_head/kernel"] = jnp.concatenate([flat["lm_head/kernel"], grown["added_lm_head"]], axis=1)
   tensors = {}
-  for p, v in traverse_util.flatten_dict(nn.meta.unbox(params), sep="/").items():
+  for p, v in flat.items():
     if lora_lib.is_lora(p):
       raise ValueError(f"LoRA leaf {p} but module.lora is None; pass the module it was trained with")
     v = np.asarray(jax.device_get(v))
