@@ -119,7 +119,7 @@ def _example(trained: restore.Trained, crops, flow_crops, numbers, apex):
   shapes = deft.init_batch(trained.model.config, 1, cfg.data.max_text_len)
   onset = numbers[0]
   flow, strain = manual.onset_apex_flow(manual.gray(flow_crops[onset]), manual.gray(flow_crops[apex]))
-  layout = pipeline.TextLayout(cfg.data.max_text_len, tokenizer.pad_token_id, tokenizer.eos_token_id)
+  layout = pipeline.text_layout(tokenizer, cfg.data.max_text_len)
   text = pipeline.encode_text(tokenizer, layout, answers.INSTRUCTIONS[0], None)
   clip = np.stack([crops[n] for n in numbers]) if trained.model.config.texture else shapes["clip"][0]
   example = {"keyframes": np.stack([crops[onset], crops[apex]]), "clip": clip,

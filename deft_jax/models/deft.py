@@ -4,6 +4,8 @@ The sequence the LLM reads is a fixed prefix, then the text:
 
     <s> <structure> S... </structure> <texture> T... </texture> <motion> M... </motion> instruction answer
 
+(with a chat template: system turn, user turn = experts + instruction, assistant turn = answer).
+
 Expert tokens enter as embeddings between their marker tokens; an expert that is switched off
 in config takes its markers with it. The emotion head reads the hidden state of the last
 instruction token, which (causally) has seen every expert token and none of the answer.
@@ -30,8 +32,9 @@ EXPERTS = ("structure", "texture", "motion")
 class DeftConfig:
   llm: llm_lib.LlmConfig
   num_classes: int
-  # Token ids of <s> and each expert's (open, close) markers.
-  bos_id: int
+  # Token ids before the experts (BOS, or a chat template's system turn and user-turn opening:
+  # data/tokenizer.py:prompt_layout) and each expert's (open, close) markers.
+  head_ids: tuple[int, ...]
   markers: tuple[tuple[int, int], ...]
   structure: StructureConfig | None = None
   texture: TextureConfig | None = None
@@ -97,7 +100,8 @@ class DeftModel(nn.Module):
               "motion": lambda: batch["flow"]}
     b = batch["text_ids"].shape[0]
     marker = lambda i: self.llm.embed(jnp.full((b, 1), i, jnp.int32))
-    parts, pooled, projected, au_logits = [marker(self.config.bos_id)], {}, {}, None
+    head = self.llm.embed(jnp.broadcast_to(jnp.asarray(self.config.head_ids, jnp.int32), (b, len(self.config.head_ids))))
+    parts, pooled, projected, au_logits = [head], {}, {}, None
     for name, (open_id, close_id) in zip(self.config.experts, self.config.markers):
       if name in drop:
         continue

@@ -54,13 +54,14 @@ def deft_config(cfg, tokenizer, llm: llm_lib.LlmConfig | None = None) -> deft.De
     lora = lora_lib.LoraConfig(rank=m.lora.rank, alpha=m.lora.alpha, dropout=m.lora.dropout, targets=m.lora.targets)
   llm = llm or llm_config(cfg, len(tokenizer))
   # An id past the table would embed as NaN (jnp.take's fill) and train on silently: refuse it here.
-  largest = max([len(tokenizer) - 1, tokenizer.bos_token_id or 0] + [i for pair in markers for i in pair])
+  head = tokenizer_lib.prompt_layout(tokenizer).head_ids
+  largest = max([len(tokenizer) - 1, *head] + [i for pair in markers for i in pair])
   if largest >= llm.total_vocab:
     raise ValueError(f"token id {largest} of the tokenizer ({len(tokenizer)} tokens) is past the LLM's embedding "
                      f"table of {llm.total_vocab} rows ({cfg.model.llm_path or 'config.model.llm'})")
   return deft.DeftConfig(
       llm=llm, num_classes=len(emotions.SCHEMES[cfg.data.scheme]),
-      bos_id=tokenizer.bos_token_id, markers=markers, lora=lora, projector_hidden=m.projector_hidden, **experts)
+      head_ids=tuple(head), markers=markers, lora=lora, projector_hidden=m.projector_hidden, **experts)
 
 
 def make_model(cfg, tokenizer, llm: llm_lib.LlmConfig | None = None) -> deft.DeftModel:
