@@ -11,7 +11,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -127,43 +126,66 @@ def _smollm2_job(llm_path, synthetic_tiny):
   return cfg
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_marker_tokens_grow_a_full_vocabulary_and_only_they_train(tmp_path, smollm2_tokenizer_dir, synthetic_tiny,
-                                                                  tied):
-  llm_path = _tiny_full_vocab_checkpoint(tmp_path / "llm", smollm2_tokenizer_dir, tied)
+def _train(llm_path, synthetic_tiny, steps: int):
+  """(cfg, model, mesh, initial params, trained state): a few steps on one repeated batch."""
   cfg = _smollm2_job(llm_path, synthetic_tiny)
   tok = tokenizer_lib.load_tokenizer(cfg.model.llm_path)
   model = state_lib.make_model(cfg, tok)
-  assert model.config.llm.vocab_size == 49152 and model.config.llm.added_tokens == 6
-  assert max(i for pair in model.config.markers for i in pair) >= 49152  # the markers are grown rows
   mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
   state, shardings = init_from.initial_state(cfg, model, mesh, 10, log=lambda _: None)
-
-  trainable = set(traverse_util.flatten_dict(state.params, sep="/"))
-  grown = {"llm/embed_tokens/added_embedding"} | (set() if tied else {"llm/added_lm_head"})
-  assert grown <= trainable
-  assert not any(k.startswith("llm/") and "lora_" not in k and k not in grown for k in trainable)
-  base = state.frozen["llm"]["embed_tokens"]["embedding"]
-  rows = np.asarray(state.params["llm"]["embed_tokens"]["added_embedding"])
-  np.testing.assert_allclose(rows, np.broadcast_to(np.asarray(base).mean(0), rows.shape), rtol=1e-5, atol=1e-7)
-
+  initial = state
+  before = jax.tree.map(np.asarray, state_lib.all_params(state))
   pre = pipeline.Preprocess(tok, cfg.data.scheme, cfg.data.max_text_len, train=False)
   batch = next(iter(pipeline.dataset(synthetic_tiny.as_data_source()["train"], pre, 8, seed=0, train=False)))
   batch = sharding.global_batch(batch, mesh)
-  before = jax.tree.map(np.asarray, state_lib.all_params(state))
   step = step_lib.make_train_step(model, dict(cfg.loss), shardings, mesh)
   losses = []
-  for i in range(5):
+  for i in range(steps):
     state, metrics = step(state, batch, jax.random.key(i))
     losses.append(float(metrics["lm"]))
+  return dict(cfg=cfg, model=model, mesh=mesh, initial=initial, before=before, state=state, losses=losses,
+              shardings=shardings)
+
+
+@pytest.fixture(scope="module")
+def tied_job(tmp_path_factory, smollm2_tokenizer_dir, synthetic_tiny):
+  llm_path = _tiny_full_vocab_checkpoint(tmp_path_factory.mktemp("tied") / "llm", smollm2_tokenizer_dir, True)
+  return _train(llm_path, synthetic_tiny, 5)
+
+
+def _check_grown_rows_train_alone(job, grown):
+  model, initial, state, losses = job["model"], job["initial"], job["state"], job["losses"]
+  assert model.config.llm.vocab_size == 49152 and model.config.llm.added_tokens == 6
+  assert max(i for pair in model.config.markers for i in pair) >= 49152  # the markers are grown rows
+  trainable = set(traverse_util.flatten_dict(state.params, sep="/"))
+  assert grown <= trainable
+  assert not any(k.startswith("llm/") and "lora_" not in k and k not in grown for k in trainable)
+  base = np.asarray(initial.frozen["llm"]["embed_tokens"]["embedding"])
+  rows = job["before"]["llm"]["embed_tokens"]["added_embedding"]
+  np.testing.assert_allclose(rows, np.broadcast_to(base.mean(0), rows.shape), rtol=1e-5, atol=1e-7)
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+  before = traverse_util.flatten_dict(job["before"], sep="/")
   after = traverse_util.flatten_dict(jax.tree.map(np.asarray, state_lib.all_params(state)), sep="/")
-  before = traverse_util.flatten_dict(before, sep="/")
   for k in before:
     if k.startswith("llm/") and "lora_" not in k and k not in grown:
       np.testing.assert_array_equal(before[k], after[k], err_msg=k)
   for k in grown:
     assert not np.array_equal(before[k], after[k]), k
+
+
+@pytest.mark.slow  # compiles a DeftModel train step over a 49152-row table (about 30 s of CPU)
+def test_marker_tokens_grow_a_full_tied_vocabulary_and_only_they_train(tied_job):
+  _check_grown_rows_train_alone(tied_job, {"llm/embed_tokens/added_embedding"})
+
+
+@pytest.mark.slow  # a second compile of the whole job (about 40 s on 2 busy cores)
+def test_an_untied_head_grows_too(tmp_path, smollm2_tokenizer_dir, synthetic_tiny):
+  llm_path = _tiny_full_vocab_checkpoint(tmp_path / "llm", smollm2_tokenizer_dir, False)
+  job = _train(llm_path, synthetic_tiny, 5)
+  head = np.asarray(job["initial"].frozen["llm"]["lm_head"]["kernel"])
+  np.testing.assert_allclose(job["before"]["llm"]["added_lm_head"],
+                             np.broadcast_to(head.mean(1, keepdims=True), (head.shape[0], 6)), rtol=1e-5, atol=1e-7)
+  _check_grown_rows_train_alone(job, {"llm/embed_tokens/added_embedding", "llm/added_lm_head"})
 
 
 def test_an_id_past_the_table_is_an_error_not_nan():
@@ -183,26 +205,15 @@ def test_a_tokenizer_past_the_table_is_refused(tmp_path, smollm2_tokenizer_dir, 
     state_lib.deft_config(cfg, tok, small)
 
 
-def test_checkpoints_hold_trainable_leaves_and_resume_onto_the_base(tmp_path, smollm2_tokenizer_dir, synthetic_tiny):
-  llm_path = _tiny_full_vocab_checkpoint(tmp_path / "llm", smollm2_tokenizer_dir, True)
-  cfg = _smollm2_job(llm_path, synthetic_tiny)
-  tok = tokenizer_lib.load_tokenizer(cfg.model.llm_path)
-  model = state_lib.make_model(cfg, tok)
-  mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-  state, shardings = init_from.initial_state(cfg, model, mesh, 10, log=lambda _: None)
-  pre = pipeline.Preprocess(tok, cfg.data.scheme, cfg.data.max_text_len, train=False)
-  batch = sharding.global_batch(next(iter(pipeline.dataset(synthetic_tiny.as_data_source()["train"], pre, 8, seed=0,
-                                                           train=False))), mesh)
-  step = step_lib.make_train_step(model, dict(cfg.loss), shardings, mesh)
-  state, _ = step(state, batch, jax.random.key(0))
+@pytest.mark.slow  # shares the trained job above
+def test_checkpoints_hold_trainable_leaves_and_resume_onto_the_base(tmp_path, tied_job):
+  cfg, model, mesh, state = tied_job["cfg"], tied_job["model"], tied_job["mesh"], tied_job["state"]
   trained = jax.tree.map(np.asarray, state_lib.all_params(state))
-
   import grain  # pylint: disable=import-outside-toplevel
-  it = iter(grain.MapDataset.range(4).to_iter_dataset())
   mngr = checkpoint.manager(str(tmp_path / "work"), keep=1)
-  checkpoint.save(mngr, 1, state_lib.checkpointed(state), it, ml_collections.ConfigDict({"a": 1}))
+  checkpoint.save(mngr, 5, state_lib.checkpointed(state), iter(grain.MapDataset.range(4).to_iter_dataset()), cfg)
   mngr.wait_until_finished()
-  saved = ocp.PyTreeCheckpointer().metadata(str(tmp_path / "work" / "checkpoints" / "1" / "state")).item_metadata.tree
+  saved = ocp.PyTreeCheckpointer().metadata(str(tmp_path / "work" / "checkpoints" / "5" / "state")).item_metadata.tree
   saved_params = set(traverse_util.flatten_dict(saved["params"], sep="/"))
   assert saved_params == set(traverse_util.flatten_dict(state.params, sep="/"))
   assert "llm/embed_tokens/added_embedding" in saved_params
@@ -215,9 +226,9 @@ def test_checkpoints_hold_trainable_leaves_and_resume_onto_the_base(tmp_path, sm
   # Resume: the base rebuilt from its HF folder, the checkpoint's trainable leaves on top.
   fresh, fresh_shardings = init_from.initial_state(cfg, model, mesh, 10, log=lambda _: None)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), fresh, fresh_shardings)
-  restored = fresh.replace(**checkpoint.restore(mngr, 1, state_lib.checkpointed(abstract),
+  restored = fresh.replace(**checkpoint.restore(mngr, 5, state_lib.checkpointed(abstract),
                                                 iter(grain.MapDataset.range(4).to_iter_dataset())))
-  assert int(restored.step) == 1
+  assert int(restored.step) == 5
   jax.tree.map(np.testing.assert_array_equal, trained, jax.tree.map(np.asarray, state_lib.all_params(restored)))
 
 
