@@ -210,3 +210,29 @@ def test_save_pretrained_merges_lora_and_transformers_loads_it(tmp_path):
   np.testing.assert_allclose(ours[real], torch_logits(reloaded, ids, mask)[real], rtol=0, atol=1e-4)
 
 
+
+
+@pytest.mark.parametrize("variant", ["llama", "llama_tied"])
+def test_grown_vocabulary_starts_at_the_mean_row_and_exports_as_transformers_resizes(tmp_path, variant):
+  model, path = hf_checkpoint(tmp_path, variant)
+  module, params = hf.from_pretrained(path, added_tokens=3)
+  assert module.config.total_vocab == 131
+  table = model.get_input_embeddings().weight.detach().numpy()
+  np.testing.assert_allclose(np.asarray(params["embed_tokens"]["added_embedding"]),
+                             np.broadcast_to(table.mean(0), (3, 64)), rtol=1e-5, atol=1e-6)
+  rng = np.random.default_rng(8)
+  flat = traverse_util.flatten_dict(params, sep="/")
+  flat = {k: jnp.asarray(rng.normal(0, 0.2, v.shape), v.dtype) if "added_" in k else v for k, v in flat.items()}
+  params = traverse_util.unflatten_dict(flat, sep="/")
+  ids, mask = left_padded(rng, 2, 8, vocab=131)
+  ids[:, -2:] = [128, 130]  # grown ids read and are predicted
+  ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
+  assert ours.shape == (2, 8, 131)
+  out = tmp_path / "export"
+  hf.save_pretrained(module, params, out)
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+  assert reloaded.config.vocab_size == 131
+  real = mask.astype(bool)
+  np.testing.assert_allclose(ours[real], torch_logits(reloaded, ids, mask)[real], rtol=0, atol=1e-4)
+  _, again = hf.from_pretrained(out)  # the grown table is now the checkpoint's own
+  assert again["embed_tokens"]["embedding"].shape == (131, 64)
