@@ -42,6 +42,7 @@ setuptools.setup(
             "scikit-image",
             "scikit-learn",
             "peft",
+            "gguf",  # transformers' GGUF reader (deft-jax convert-llm; tests convert SmolLM2)
         ],
     },
     entry_points={"console_scripts": ["deft-jax=deft_jax.cli:main"]},

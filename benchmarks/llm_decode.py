@@ -1,8 +1,12 @@
 """Cached greedy decoding throughput: deft-jax `generate` vs transformers `generate`, same weights.
 
 A random Llama checkpoint is written by transformers and loaded by deft-jax; prompts are
-left-padded. Prints one JSON line last: new tokens/s of each (compile excluded), speedup, and
-whether the two produced the same tokens.
+left-padded. Prints one JSON line last: new tokens/s of each (compile excluded), speedup,
+whether the two produced the same tokens, and the memory-bandwidth bound: the bytes one decode
+step reads (weights + the KV cache at its mean length) over the bandwidth measured in the same
+run (a jitted sum over 1 GiB), and the share of that bound deft-jax reaches.
+`--smollm2` sets SmolLM2-135M's shape (30 layers, width 576, 9/3 heads, MLP 1536, vocab 49152,
+tied embeddings).
 """
 
 import argparse
@@ -31,7 +35,25 @@ def parse():
   p.add_argument("--batch", type=int, default=4)
   p.add_argument("--prompt", type=int, default=64)
   p.add_argument("--new", type=int, default=128)
-  return p.parse_args()
+  p.add_argument("--tied", action="store_true")
+  p.add_argument("--smollm2", action="store_true", help="SmolLM2-135M's shape (overrides the shape flags)")
+  a = p.parse_args()
+  if a.smollm2:
+    a.layers, a.width, a.heads, a.kv_heads, a.mlp, a.vocab, a.tied = 30, 576, 9, 3, 1536, 49152, True
+  return a
+
+
+def bandwidth_bytes_per_s(n_bytes: int = 1 << 30) -> float:
+  """Read bandwidth of this host as XLA sees it: a jitted sum over n_bytes of float32, best of 3."""
+  x = jnp.ones((n_bytes // 4,), jnp.float32)
+  total = jax.jit(jnp.sum)
+  total(x).block_until_ready()
+  best = float("inf")
+  for _ in range(3):
+    start = time.perf_counter()
+    total(x).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return n_bytes / best
 
 
 def best_of(fn, n=2):
@@ -47,7 +69,8 @@ def main():
   a = parse()
   config = transformers.LlamaConfig(
       vocab_size=a.vocab, hidden_size=a.width, intermediate_size=a.mlp, num_hidden_layers=a.layers,
-      num_attention_heads=a.heads, num_key_value_heads=a.kv_heads, max_position_embeddings=4096)
+      num_attention_heads=a.heads, num_key_value_heads=a.kv_heads, max_position_embeddings=4096,
+      tie_word_embeddings=a.tied)
   torch.manual_seed(0)
   model = transformers.LlamaForCausalLM(config).eval()
   rng = np.random.default_rng(0)
@@ -76,11 +99,19 @@ def main():
   ours_s, ours_tokens = best_of(ours)
   ref_s, ref_tokens = best_of(reference)
   total = a.batch * a.new
+  weight_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
+  head_dim = a.width // a.heads
+  kv_bytes = 2 * a.layers * a.batch * (a.prompt + a.new / 2) * a.kv_heads * head_dim * 4
+  step_bytes = weight_bytes + kv_bytes  # one decode step reads every weight and the cache once
+  bandwidth = bandwidth_bytes_per_s()
+  bound = a.batch * bandwidth / step_bytes  # tokens/s if a step cost only its reads
   print(json.dumps({
       "benchmark": "llm_decode", "layers": a.layers, "width": a.width, "vocab": a.vocab, "batch": a.batch,
       "prompt": a.prompt, "new_tokens": a.new, "backend": jax.default_backend(), "torch_threads": torch.get_num_threads(),
       "deft_jax_tokens_per_s": round(total / ours_s, 1), "transformers_tokens_per_s": round(total / ref_s, 1),
       "speedup_vs_transformers": round(ref_s / ours_s, 3), "same_tokens": bool((ours_tokens == ref_tokens).all()),
+      "bytes_per_step": int(step_bytes), "bandwidth_GBps": round(bandwidth / 1e9, 2),
+      "bandwidth_bound_tokens_per_s": round(bound, 1), "share_of_bound": round(total / ours_s / bound, 3),
   }))
 
 

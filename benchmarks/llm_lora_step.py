@@ -1,7 +1,10 @@
 """LoRA train step (forward + backward + AdamW) of a Llama decoder: deft-jax vs transformers + peft.
 
 Both run fp32 on this host's CPU with the same shapes and all LoRA targets; prints one JSON line
-last: median step seconds of each and speedup = torch / jax.
+last: median step seconds of each and speedup = torch / jax. deft-jax differentiates the LoRA
+leaves only (as its train step does: the frozen base is a constant, no weight gradients).
+`--smollm2` sets SmolLM2-135M's shape (30 layers, width 576, 9/3 heads, MLP 1536, vocab 49152,
+tied embeddings) at seq 128, batch 4.
 """
 
 import argparse
@@ -14,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import linen as nn
+from flax import traverse_util
 
 from deft_jax.models import llm
 from deft_jax.models import lora as lora_lib
@@ -32,12 +36,17 @@ def parse():
   p.add_argument("--rank", type=int, default=8)
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--warmup", type=int, default=2)
-  return p.parse_args()
+  p.add_argument("--tied", action="store_true", help="tied input embedding and LM head")
+  p.add_argument("--smollm2", action="store_true", help="SmolLM2-135M's shape (overrides the shape flags)")
+  a = p.parse_args()
+  if a.smollm2:
+    a.layers, a.width, a.heads, a.kv_heads, a.mlp, a.vocab, a.tied, a.seq, a.batch = 30, 576, 9, 3, 1536, 49152, True, 128, 4
+  return a
 
 
 def config(a) -> llm.LlmConfig:
   return llm.LlmConfig(vocab_size=a.vocab, hidden_size=a.width, intermediate_size=a.mlp, num_hidden_layers=a.layers,
-                       num_attention_heads=a.heads, num_key_value_heads=a.kv_heads)
+                       num_attention_heads=a.heads, num_key_value_heads=a.kv_heads, tie_word_embeddings=a.tied)
 
 
 def timed(step, n):
@@ -53,21 +62,23 @@ def jax_step_seconds(a, ids):
   lora = lora_lib.LoraConfig(rank=a.rank, alpha=2.0 * a.rank)
   module = llm.DecoderLM(config(a), lora=lora)
   params = nn.meta.unbox(jax.jit(module.init)(jax.random.key(0), ids[:1, :8])["params"])
-  tx = lora_lib.freeze(optax.adamw(1e-4))
-  state = [params, tx.init(params)]
+  base, adapter = lora_lib.split(params)
+  tx = optax.adamw(1e-4)
+  state = [adapter, tx.init(adapter)]
 
-  def step(params, opt_state, ids):
-    def loss_fn(p):
+  def step(adapter, opt_state, base, ids):
+    def loss_fn(adapter):
+      p = traverse_util.unflatten_dict({**traverse_util.flatten_dict(base), **traverse_util.flatten_dict(adapter)})
       logits = module.apply({"params": p}, ids[:, :-1])
       return optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:]).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    loss, grads = jax.value_and_grad(loss_fn)(adapter)
+    updates, opt_state = tx.update(grads, opt_state, adapter)
+    return optax.apply_updates(adapter, updates), opt_state, loss
 
   step = jax.jit(step, donate_argnums=(0, 1))
 
   def run():
-    state[0], state[1], loss = step(state[0], state[1], ids)
+    state[0], state[1], loss = step(state[0], state[1], base, ids)
     loss.block_until_ready()
 
   timed(run, a.warmup)
@@ -105,7 +116,7 @@ def main():
   ref, threads = torch_step_seconds(a, ids)
   print(json.dumps({
       "benchmark": "llm_lora_step", "layers": a.layers, "width": a.width, "seq": a.seq, "batch": a.batch,
-      "vocab": a.vocab, "rank": a.rank, "backend": jax.default_backend(), "torch_threads": threads,
+      "vocab": a.vocab, "tied": a.tied, "rank": a.rank, "backend": jax.default_backend(), "torch_threads": threads,
       "deft_jax_step_s": round(ours, 4), "torch_peft_step_s": round(ref, 4), "speedup_vs_torch": round(ref / ours, 3),
   }))
 

@@ -66,8 +66,7 @@ def measure(cfg, tokenizer, mesh_sizes: dict, batch: dict, steps: int) -> dict:
   rules = sharding.rules(cfg)
   model = state_lib.make_model(cfg, tokenizer)
   state, shardings = state_lib.create_state(cfg, model, mesh, 1000, jax.random.key(0))
-  train_step = step_lib.make_train_step(model, dict(cfg.loss), shardings, mesh, rules=rules,
-                                        frozen=tuple(cfg.optim.frozen))
+  train_step = step_lib.make_train_step(model, dict(cfg.loss), shardings, mesh, rules=rules)
   data = sharding.global_batch(batch, mesh, rules)
   start = time.perf_counter()
   state, m = train_step(state, data, jax.random.key(0))

@@ -10,7 +10,9 @@ of its AU labels corrupted, measured on TV-L1 flow, so the answers carry only fl
 cues. Only the training split (training subjects) is read; the test split's subjects stay
 unseen for stage 2's evaluation.
 
-Variants: "" (the small MEGC2019-shaped set) and "tiny" (seconds; for tests).
+Variants: "" (the small MEGC2019-shaped set), "tiny" (seconds; for tests) and "smollm2" (the real
+SmolLM2-135M-Instruct, frozen whole but for the grown marker rows; see configs/stage2_synthetic.py
+for how to make its folder).
 """
 
 import ml_collections
@@ -27,4 +29,7 @@ def overrides(tiny: bool = False) -> dict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = stage2_synthetic.get_config(arg)  # same data, model and loss; only what trains differs
   c.update_from_flattened_dict(overrides(arg == "tiny"))
+  if arg == "smollm2":  # the base frozen whole; the grown marker rows align with the experts
+    c.update_from_flattened_dict({"optim.frozen": (r"^llm/(?!.*added_).*",), "train.steps": 10,
+                                  "train.checkpoint_every": 10, "train.generate_examples": 3})
   return c

@@ -7,6 +7,7 @@
                      [--face-index N] [--head similarity|affine|nose|none]
     deft-jax report WORKDIR [--out DIR]
     deft-jax sweep --config configs/ablations.py --workdir DIR [--config.a.b=value ...]
+    deft-jax convert-llm FILE.gguf OUT
     deft-jax aot --topology {8xh100,v5e-256} --model {qwen2.5-7b,llama-3.1-8b} [--batch N] [--mesh data=1,fsdp=8,tensor=1]
 
 Exit codes: 0 done, 2 bad input (one line on stderr), 75 stopped by SIGTERM after saving a
@@ -255,6 +256,13 @@ def _predict(args, rest):
   print(f"prediction: {result['files']['json']} {result['files']['png']}")
 
 
+def _convert_llm(args, rest):
+  from deft_jax.models import gguf  # pylint: disable=import-outside-toplevel
+  _no_rest(rest)
+  out = gguf.convert(args.gguf, args.out)
+  print(f"converted: {out} (set --config.model.llm_path={out})")
+
+
 def _report(args, rest):
   from deft_jax.eval import report  # pylint: disable=import-outside-toplevel
   _no_rest(rest)
@@ -354,6 +362,10 @@ def main(argv=None) -> int:
                       "the nose tip's flow, or none")
   p.add_argument("--out", default=None, help="output folder (default WORKDIR/predict/<name of PATH>)")
   p.set_defaults(run=_predict)
+  p = sub.add_parser("convert-llm", help="a GGUF file -> a local Hugging Face folder (model.llm_path)")
+  p.add_argument("gguf", help="the .gguf file (read by transformers, which needs the gguf package)")
+  p.add_argument("out", help="output folder: config.json, model.safetensors, tokenizer")
+  p.set_defaults(run=_convert_llm)
   p = sub.add_parser("report", help="figures and a README.md summary of a workdir")
   p.add_argument("workdir")
   p.add_argument("--out", default=None, help="output folder (default WORKDIR/report)")

@@ -14,6 +14,7 @@ from flax import traverse_util
 
 from deft_jax.models import hf
 from deft_jax.models import lora as lora_lib
+from deft_jax.train import sharding
 
 SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2)
@@ -99,10 +100,14 @@ def test_sharded_checkpoint_and_mesh_placement(tmp_path, monkeypatch):
   np.testing.assert_allclose(np.asarray(ours)[real], torch_logits(model, ids, mask)[real], rtol=0, atol=1e-4)
 
 
-def test_rules_that_do_not_divide_fall_back_to_replication(tmp_path):
+def test_rules_that_do_not_divide_are_reported_and_replicated(tmp_path):
   _, path = hf_checkpoint(tmp_path, "llama", num_key_value_heads=1, head_dim=12)
   mesh = make_mesh((1, 1, 8))
-  _, params = hf.from_pretrained(path, mesh=mesh, rules={"heads": "tensor", "kv_heads": "tensor"})
+  with pytest.warns(sharding.ShardingWarning) as caught:
+    _, params = hf.from_pretrained(path, mesh=mesh, rules={"heads": "tensor", "kv_heads": "tensor"})
+  messages = [str(w.message) for w in caught]
+  assert any("layers_0/self_attn/k_proj/kernel: dimension 1 of size 12" in m and "tensor" in m for m in messages)
+  assert not any("q_proj" in m for m in messages)
   attn = params["layers_0"]["self_attn"]
   assert tuple(attn["q_proj"]["kernel"].sharding.spec) == (None, "tensor")  # 4 * 12 = 48 splits 8 ways
   assert tuple(attn["k_proj"]["kernel"].sharding.spec) == (None, None)  # 1 * 12 does not
@@ -205,14 +210,29 @@ def test_save_pretrained_merges_lora_and_transformers_loads_it(tmp_path):
   np.testing.assert_allclose(ours[real], torch_logits(reloaded, ids, mask)[real], rtol=0, atol=1e-4)
 
 
-def test_tokenizer_loads_and_missing_tokenizer_is_named(tmp_path):
-  import tokenizers
 
-  vocab = {"[UNK]": 0, "happy": 1, "brow": 2, "raise": 3}
-  tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
-  tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-  transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
-  assert hf.load_tokenizer(tmp_path / "tok")("brow raise happy").input_ids == [2, 3, 1]
-  (tmp_path / "empty").mkdir()
-  with pytest.raises(FileNotFoundError, match=f"no tokenizer in {tmp_path / 'empty'}"):
-    hf.load_tokenizer(tmp_path / "empty")
+
+@pytest.mark.parametrize("variant", ["llama", "llama_tied"])
+def test_grown_vocabulary_starts_at_the_mean_row_and_exports_as_transformers_resizes(tmp_path, variant):
+  model, path = hf_checkpoint(tmp_path, variant)
+  module, params = hf.from_pretrained(path, added_tokens=3)
+  assert module.config.total_vocab == 131
+  table = model.get_input_embeddings().weight.detach().numpy()
+  np.testing.assert_allclose(np.asarray(params["embed_tokens"]["added_embedding"]),
+                             np.broadcast_to(table.mean(0), (3, 64)), rtol=1e-5, atol=1e-6)
+  rng = np.random.default_rng(8)
+  flat = traverse_util.flatten_dict(params, sep="/")
+  flat = {k: jnp.asarray(rng.normal(0, 0.2, v.shape), v.dtype) if "added_" in k else v for k, v in flat.items()}
+  params = traverse_util.unflatten_dict(flat, sep="/")
+  ids, mask = left_padded(rng, 2, 8, vocab=131)
+  ids[:, -2:] = [128, 130]  # grown ids read and are predicted
+  ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
+  assert ours.shape == (2, 8, 131)
+  out = tmp_path / "export"
+  hf.save_pretrained(module, params, out)
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+  assert reloaded.config.vocab_size == 131
+  real = mask.astype(bool)
+  np.testing.assert_allclose(ours[real], torch_logits(reloaded, ids, mask)[real], rtol=0, atol=1e-4)
+  _, again = hf.from_pretrained(out)  # the grown table is now the checkpoint's own
+  assert again["embed_tokens"]["embedding"].shape == (131, 64)

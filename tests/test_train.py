@@ -38,16 +38,17 @@ def test_train_step_on_8_devices_moves_only_trainable_weights(setup):
   cfg, model, mesh, batch = setup
   assert mesh.devices.size == 8 and dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
   state, shardings = state_lib.create_state(cfg, model, mesh, 10, jax.random.key(0))
-  q = state.params["llm"]["layers_0"]["self_attn"]["q_proj"]["kernel"]
+  q = state.frozen["llm"]["layers_0"]["self_attn"]["q_proj"]["kernel"]
   assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
-  before = _flat(state.params)
+  assert not any(k.startswith("llm/layers_") and "lora_" not in k for k in _flat(state.params))
+  before = _flat(state_lib.all_params(state))
   step = trainer.make_train_step(model, dict(cfg.loss), shardings, mesh)
   losses = []
   for i in range(3):
     state, m = step(state, sharding.global_batch(batch, mesh), jax.random.key(i))
     losses.append(float(m["loss"]))
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
-  after = _flat(state.params)
+  after = _flat(state_lib.all_params(state))
   frozen = [k for k in before if k.startswith("llm/layers_") and "lora_" not in k]
   moved = [k for k in before if "lora_b" in k or k.startswith("motion/")]
   assert frozen and moved
@@ -62,17 +63,17 @@ def test_checkpoint_restores_onto_another_mesh(setup, tmp_path):
   it = iter(grain.MapDataset.range(40).to_iter_dataset())
   next(it)
   mngr = checkpoint.manager(str(tmp_path), keep=2)
-  checkpoint.save(mngr, 5, state, it, cfg)
+  checkpoint.save(mngr, 5, state_lib.checkpointed(state), it, cfg)
   mngr.wait_until_finished()
 
   other = sharding.make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
   fresh, other_shardings = state_lib.create_state(cfg, model, other, 10, jax.random.key(2))
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), fresh, other_shardings)
   it2 = iter(grain.MapDataset.range(40).to_iter_dataset())
-  restored = checkpoint.restore(mngr, 5, abstract, it2)
+  restored = fresh.replace(**checkpoint.restore(mngr, 5, state_lib.checkpointed(abstract), it2))
   for k, v in _flat(state.params).items():
     np.testing.assert_array_equal(v, _flat(restored.params)[k])
-  q = restored.params["llm"]["layers_0"]["self_attn"]["q_proj"]["kernel"]
+  q = restored.params["llm"]["layers_0"]["self_attn"]["q_proj"]["lora_a"]
   assert q.sharding.mesh.shape == other.shape
   assert next(it2) == 1  # the data iterator resumes where it was saved
 

@@ -17,7 +17,7 @@ import functools
 import grain
 import numpy as np
 
-from deft_jax.data import answers, augment, schema
+from deft_jax.data import answers, augment, schema, tokenizer as tokenizer_lib
 from deft_jax.facs import catalogue, emotions, regions
 
 
@@ -78,6 +78,12 @@ class TextLayout:
   max_len: int
   pad_id: int
   eos_id: int
+  tail: str = "\n"  # after the instruction: tokenizer.prompt_layout's (the chat turn's end)
+
+
+def text_layout(tokenizer, max_len: int) -> TextLayout:
+  return TextLayout(max_len, tokenizer.pad_token_id, tokenizer.eos_token_id,
+                    tokenizer_lib.prompt_layout(tokenizer).tail)
 
 
 ANSWER_SOURCES = ("labels", "uni_mer")
@@ -92,7 +98,7 @@ class Preprocess(grain.transforms.RandomMap):
       raise ValueError(f"data.answers must be one of {ANSWER_SOURCES}, got {answers!r}")
     self.tokenizer, self.scheme, self.train, self.answers = tokenizer, scheme, train, answers
     self.photometric = photometric
-    self.layout = TextLayout(max_text_len, tokenizer.pad_token_id, tokenizer.eos_token_id)
+    self.layout = text_layout(tokenizer, max_text_len)
 
   def random_map(self, record, rng: np.random.Generator):
     if not self.train:
@@ -136,8 +142,9 @@ def _uni_mer_field(record, field: str):
 
 
 def encode_text(tokenizer, layout: TextLayout, instruction: str, answer: str | None) -> dict:
-  """Instruction then answer, right-padded; the loss covers the answer and its EOS only."""
-  prompt = tokenizer(instruction + "\n", add_special_tokens=False)["input_ids"]
+  """Instruction and the layout's tail, then the answer, right-padded; the loss covers the answer
+  and its EOS only."""
+  prompt = tokenizer(instruction + layout.tail, add_special_tokens=False)["input_ids"]
   reply = tokenizer(answer, add_special_tokens=False)["input_ids"] + [layout.eos_id] if answer else []
   ids = (prompt + reply)[: layout.max_len]
   if len(prompt) >= layout.max_len:

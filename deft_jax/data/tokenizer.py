@@ -1,9 +1,14 @@
 """A small BPE tokenizer trained on deft-jax's own text, in Hugging Face format.
 
 Real runs use the LLM checkpoint's tokenizer; this one lets a randomly initialised LLM run
-anywhere without downloads. Either way it is loaded with `transformers.AutoTokenizer`.
+anywhere without downloads. Either way it is loaded with `load_tokenizer` (the one loader).
+
+The prompt's layout follows the tokenizer: with a chat template (an instruct model's, e.g.
+SmolLM2's ChatML) the expert tokens and the instruction form the user turn after a system turn
+and the answer is the assistant's turn; without one it is BOS, experts, instruction, newline.
 """
 
+import dataclasses
 import os
 
 import tokenizers
@@ -45,3 +50,36 @@ def load_tokenizer(path: str | os.PathLike):
   if tok.pad_token is None:
     tok.pad_token = tok.eos_token
   return tok
+
+
+SYSTEM_PROMPT = "You are an expert in facial micro-expressions. Describe the facial motion you see, then name the emotion."
+_USER_SLOT = "\x00USER\x00"  # stands for the user's content while the template is rendered
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptLayout:
+  """head_ids: tokens before the expert tokens (BOS, or the system turn and the user turn's
+  opening); tail: text after the instruction, before the answer (its last token is the one
+  the emotion head reads). The answer ends with the tokenizer's EOS (ChatML's <|im_end|>)."""
+
+  head_ids: tuple[int, ...]
+  tail: str
+  chat: bool
+
+
+def prompt_layout(tokenizer) -> PromptLayout:
+  """The chat template's turns around the user's content when the tokenizer has one, else plain."""
+  template = getattr(tokenizer, "chat_template", None)
+  if not template:
+    return PromptLayout((tokenizer.bos_token_id,), "\n", chat=False)
+  cached = getattr(tokenizer, "_deft_prompt_layout", None)
+  if cached is not None:
+    return cached
+  messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": _USER_SLOT}]
+  text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+  if text.count(_USER_SLOT) != 1:
+    raise ValueError(f"the tokenizer's chat template does not place the user's message once: {text!r}")
+  head, tail = text.split(_USER_SLOT)
+  layout = PromptLayout(tuple(tokenizer(head, add_special_tokens=False)["input_ids"]), tail, chat=True)
+  tokenizer._deft_prompt_layout = layout  # pylint: disable=protected-access
+  return layout

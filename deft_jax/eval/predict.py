@@ -167,7 +167,7 @@ def _example(trained: restore.Trained, crops, flow, strain, numbers, apex, boxes
   """One model example (batch of 1) from face crops, as pipeline.Preprocess builds them."""
   cfg, tokenizer = trained.cfg, trained.tokenizer
   onset = numbers[0]
-  layout = pipeline.TextLayout(cfg.data.max_text_len, tokenizer.pad_token_id, tokenizer.eos_token_id)
+  layout = pipeline.text_layout(tokenizer, cfg.data.max_text_len)
   text = pipeline.encode_text(tokenizer, layout, answers.INSTRUCTIONS[0], None)
   inputs = {"keyframes": lambda: np.stack([crops[onset], crops[apex]]), "clip": lambda: np.stack([crops[n] for n in numbers]),
             "flow": lambda: np.concatenate([flow, strain[..., None]], -1)}

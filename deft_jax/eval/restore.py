@@ -1,7 +1,9 @@
 """A trained model back from its workdir: config, tokenizer and params of the latest step.
 
 Only the parameters of the "state" item are read (not the optimizer moments nor the data
-iterator), onto one device: inference on a laptop from a checkpoint trained on a pod.
+iterator), onto one device: inference on a laptop from a checkpoint trained on a pod. A
+checkpoint holds the trainable weights only; the frozen base is rebuilt as training built it
+(seeded init, model.llm_path, train.init_from) and the checkpoint's weights go on top.
 """
 
 import dataclasses
@@ -13,7 +15,7 @@ import orbax.checkpoint as ocp
 
 from deft_jax.data import tokenizer as tokenizer_lib
 from deft_jax.models import deft
-from deft_jax.train import sharding, state as state_lib
+from deft_jax.train import init_from, sharding, state as state_lib
 
 
 class CheckpointError(ValueError):
@@ -65,8 +67,10 @@ def restore_params(workdir, trained: Trained) -> Trained:
   """`trained` with the params of its checkpoint step, on the first device."""
   mngr = ocp.CheckpointManager(checkpoint_dir(workdir))
   # Shapes and dtypes as training saved them (trainable weights may be kept in float32).
-  abstract, _, _ = state_lib.abstract_state(trained.cfg, trained.model, trained.mesh, trained.cfg.train.steps)
-  target = {"params": abstract.params}
+  state, _ = init_from.initial_state(trained.cfg, trained.model, trained.mesh, trained.cfg.train.steps,
+                                     log=lambda _: None)
+  target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                                   state.params)}
   restored = mngr.restore(trained.step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
-  return dataclasses.replace(trained, params=restored.state["params"])
+  return dataclasses.replace(trained, params=state_lib.all_params(state.replace(params=restored.state["params"])))

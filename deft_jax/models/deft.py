@@ -4,6 +4,8 @@ The sequence the LLM reads is a fixed prefix, then the text:
 
     <s> <structure> S... </structure> <texture> T... </texture> <motion> M... </motion> instruction answer
 
+(with a chat template: system turn, user turn = experts + instruction, assistant turn = answer).
+
 Expert tokens enter as embeddings between their marker tokens; the experts are whatever the
 config lists (models/experts/registry.py), each reading its own batch key at its own size; one
 that is switched off takes its markers with it. The emotion head reads the hidden state of the
@@ -26,8 +28,9 @@ from deft_jax.models.experts import encoder, registry
 class DeftConfig:
   llm: llm_lib.LlmConfig
   num_classes: int
-  # Token ids of <s> and each expert's (open, close) markers.
-  bos_id: int
+  # Token ids before the experts (BOS, or a chat template's system turn and user-turn opening:
+  # data/tokenizer.py:prompt_layout) and each expert's (open, close) markers.
+  head_ids: tuple[int, ...]
   markers: tuple[tuple[int, int], ...]
   # (name, registry.Expert, its config) of each expert, in prefix order.
   expert_specs: tuple[tuple[str, registry.Expert, Any], ...] = ()
@@ -79,7 +82,8 @@ class DeftModel(nn.Module):
     """
     b = batch["text_ids"].shape[0]
     marker = lambda i: self.llm.embed(jnp.full((b, 1), i, jnp.int32))
-    parts, pooled, projected, au_logits = [marker(self.config.bos_id)], {}, {}, None
+    head = self.llm.embed(jnp.broadcast_to(jnp.asarray(self.config.head_ids, jnp.int32), (b, len(self.config.head_ids))))
+    parts, pooled, projected, au_logits = [head], {}, {}, None
     for (name, spec, _), (open_id, close_id) in zip(self.config.expert_specs, self.config.markers):
       if name in drop:
         continue

@@ -5,9 +5,9 @@ shard is read in row blocks straight into an aligned buffer (which the CPU backe
 copying), so host memory holds the placed parameters plus one block in flight.
 """
 
+import dataclasses
 import json
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -20,21 +20,21 @@ from flax import traverse_util
 
 from deft_jax.models import llm
 from deft_jax.models import lora as lora_lib
+from deft_jax.train import sharding
 
-# Logical axis -> mesh axes (first usable entry wins, as in flax.linen.logical_to_mesh).
-DEFAULT_RULES = (
-    ("vocab", "tensor"), ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
-    ("kv_heads", "tensor"), ("head_dim", None), ("norm", None), ("lora_rank", None),
-)
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 _CHUNK_BYTES = 4 << 20
 
 
 class CheckpointError(ValueError):
   """A checkpoint that does not match the model, or a file that cannot be read."""
+
+
+def is_added(path: str) -> bool:
+  """Grown-vocabulary leaves (llm.Embed's added rows, the untied head's added columns)."""
+  return path.rsplit("/", 1)[-1] in ("added_embedding", "added_lm_head")
 
 
 def hf_param_name(path: str) -> str:
@@ -48,34 +48,9 @@ def _is_kernel(path: str) -> bool:
 
 
 def param_shardings(abstract, mesh: jax.sharding.Mesh, rules=None) -> dict[str, jax.sharding.NamedSharding]:
-  """NamedSharding per flat path from logical names; an axis that does not divide stays whole."""
-  rules = _rule_list(DEFAULT_RULES if rules is None else rules)
-  out = {}
-  for path, boxed in traverse_util.flatten_dict(abstract, sep="/").items():
-    used = set()
-    spec = [_mesh_axes(name, dim, mesh, rules, used) for name, dim in zip(boxed.names, boxed.value.shape)]
-    out[path] = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
-  return out
-
-
-def _rule_list(rules) -> list[tuple[str, Any]]:
-  return list(rules.items()) if isinstance(rules, Mapping) else [tuple(r) for r in rules]
-
-
-def _mesh_axes(name, dim, mesh, rules, used):
-  for logical, axes in rules:
-    if logical != name:
-      continue
-    if axes is None:
-      return None
-    axes = (axes,) if isinstance(axes, str) else tuple(axes)
-    if any(a not in mesh.shape or a in used for a in axes):
-      continue
-    if dim % int(np.prod([mesh.shape[a] for a in axes])):
-      continue
-    used.update(axes)
-    return axes if len(axes) > 1 else axes[0]
-  return None
+  """NamedSharding per flat path, from the one resolver (train/sharding.py) over `rules`."""
+  resolved = sharding.resolve(abstract, mesh, sharding.DEFAULT_RULES if rules is None else rules)
+  return traverse_util.flatten_dict(resolved, sep="/")
 
 
 def default_mesh() -> jax.sharding.Mesh:
@@ -156,20 +131,23 @@ def _read_shard(file: str, key: str, index: tuple[slice, ...], shape: tuple[int,
 
 def from_pretrained(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32,
                     lora: lora_lib.LoraConfig | None = None, mesh: jax.sharding.Mesh | None = None,
-                    rules=None, rng: jax.Array | None = None) -> tuple[llm.DecoderLM, Any]:
+                    rules=None, rng: jax.Array | None = None, added_tokens: int = 0) -> tuple[llm.DecoderLM, Any]:
   """(module, params) from a local HF checkpoint directory.
 
   Params are plain arrays placed in NamedShardings from their logical names and `rules`
-  (default DEFAULT_RULES) on `mesh` (default: one device). LoRA leaves, if `lora` is given, are
+  (default train/sharding.py's DEFAULT_RULES) on `mesh` (default: one device). LoRA leaves, if `lora` is given, are
   freshly initialised from `rng` (B = 0, so the model starts equal to the checkpoint).
+  `added_tokens` grows the vocabulary by that many rows (and head columns), each the mean of
+  the checkpoint's rows (Hewitt 2021, "Initializing new word embeddings for pretrained language
+  models"), so a new token starts where the model's average token is.
   """
   path = os.fspath(path)
-  config = llm.LlmConfig.from_hf(path)
+  config = dataclasses.replace(llm.LlmConfig.from_hf(path), added_tokens=added_tokens)
   module = llm.DecoderLM(config, lora=lora, dtype=dtype, param_dtype=param_dtype)
   abstract = llm.abstract_params(module)
   shardings = param_shardings(abstract, mesh or default_mesh(), rules)
   flat_abstract = traverse_util.flatten_dict(nn.meta.unbox(abstract), sep="/")
-  targets = {hf_param_name(p): p for p in flat_abstract if not lora_lib.is_lora(p)}
+  targets = {hf_param_name(p): p for p in flat_abstract if not lora_lib.is_lora(p) and not is_added(p)}
   index = checkpoint_index(path)
   _check_keys(path, targets, flat_abstract, index, config)
 
@@ -179,10 +157,24 @@ def from_pretrained(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=j
     read = lambda idx, file=index[name], name=name, shape=shape, t=_is_kernel(p): _read_shard(
         file, name, idx, shape, t, param_dtype)
     flat[p] = jax.make_array_from_callback(shape, shardings[p], read)
+  flat.update(_mean_rows(flat, [p for p in flat_abstract if is_added(p)], flat_abstract, shardings))
   lora_paths = [p for p in flat_abstract if lora_lib.is_lora(p)]
   if lora_paths:
     flat.update(_init_lora(module, lora_paths, shardings, jax.random.key(0) if rng is None else rng))
   return module, traverse_util.unflatten_dict(flat, sep="/")
+
+
+def _mean_rows(flat, added_paths, flat_abstract, shardings) -> dict:
+  """Each grown leaf filled with the mean of the table it extends, computed where that table lies."""
+  sources = {"added_embedding": ("embed_tokens/embedding", 0), "added_lm_head": ("lm_head/kernel", 1)}
+  out = {}
+  for p in added_paths:
+    source, axis = sources[p.rsplit("/", 1)[-1]]
+    shape, dtype = flat_abstract[p].shape, flat_abstract[p].dtype
+    fill = lambda table, axis=axis, shape=shape, dtype=dtype: jnp.broadcast_to(
+        jnp.mean(table.astype(jnp.float32), axis=axis, keepdims=True), shape).astype(dtype)
+    out[p] = jax.jit(fill, out_shardings=shardings[p])(flat[source])
+  return out
 
 
 def _check_keys(path, targets, flat_abstract, index, config) -> None:
@@ -220,8 +212,15 @@ def save_pretrained(module: llm.DecoderLM, params, path: str | os.PathLike) -> N
   os.makedirs(path, exist_ok=True)
   if module.lora is not None:
     params = lora_lib.merge(params, module.lora)
+  flat = traverse_util.flatten_dict(nn.meta.unbox(params), sep="/")
+  grown = {p: flat.pop(p) for p in [p for p in flat if is_added(p)]}
+  if "embed_tokens/added_embedding" in grown:  # the grown table, as transformers' resize_token_embeddings
+    flat["embed_tokens/embedding"] = jnp.concatenate([flat["embed_tokens/embedding"],
+                                                      grown["embed_tokens/added_embedding"]], axis=0)
+  if "added_lm_head" in grown:
+    flat["lm_head/kernel"] = jnp.concatenate([flat["lm_head/kernel"], grown["added_lm_head"]], axis=1)
   tensors = {}
-  for p, v in traverse_util.flatten_dict(nn.meta.unbox(params), sep="/").items():
+  for p, v in flat.items():
     if lora_lib.is_lora(p):
       raise ValueError(f"LoRA leaf {p} but module.lora is None; pass the module it was trained with")
     v = np.asarray(jax.device_get(v))
@@ -232,16 +231,3 @@ def save_pretrained(module: llm.DecoderLM, params, path: str | os.PathLike) -> N
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(config, f, indent=2)
   safetensors.numpy.save_file(tensors, os.path.join(path, SINGLE_FILE), metadata={"format": "pt"})
-
-
-def load_tokenizer(path: str | os.PathLike):
-  """transformers.AutoTokenizer from local files only."""
-  path = os.fspath(path)
-  if not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
-    raise FileNotFoundError(f"no tokenizer in {path}: expected one of {', '.join(TOKENIZER_FILES)}")
-  import transformers  # heavy; only needed here
-
-  try:
-    return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-  except (OSError, ValueError) as e:
-    raise FileNotFoundError(f"cannot load the tokenizer in {path}: {e}") from e

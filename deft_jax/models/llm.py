@@ -46,6 +46,10 @@ class LlmConfig:
   bos_token_id: int | None = None
   eos_token_id: int | list[int] | None = None
   pad_token_id: int | None = None
+  # deft-jax's own: rows grown past the checkpoint's vocab_size for tokens the tokenizer adds
+  # (the expert markers). They live in their own parameters so they train while the base stays
+  # frozen; to_hf() writes the grown table.
+  added_tokens: int = 0
 
   def __post_init__(self):
     if self.model_type not in FAMILIES:
@@ -70,6 +74,13 @@ class LlmConfig:
         raise ValueError(f"rope scaling {kind!r} needs {', '.join(absent)}")
     if isinstance(self.eos_token_id, list):
       object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+    if self.added_tokens < 0:
+      raise ValueError(f"added_tokens must be >= 0, got {self.added_tokens}")
+
+  @property
+  def total_vocab(self) -> int:
+    """Rows of the embedding table: the checkpoint's vocabulary plus the grown rows."""
+    return self.vocab_size + self.added_tokens
 
   def __hash__(self):  # rope_scaling is a dict; hash a canonical form so the config is a static jit arg.
     return hash(json.dumps(dataclasses.asdict(self), sort_keys=True, default=list))
@@ -98,7 +109,7 @@ class LlmConfig:
     rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
     rope_theta = rope.pop("rope_theta", config.get("rope_theta", 10000.0))
     kind = rope.pop("rope_type", rope.pop("type", "default"))
-    fields = {f.name for f in dataclasses.fields(cls)} - {"rope_theta", "rope_scaling"}
+    fields = {f.name for f in dataclasses.fields(cls)} - {"rope_theta", "rope_scaling", "added_tokens"}
     kwargs = {k: config[k] for k in fields if config.get(k) is not None}
     missing = [f.name for f in dataclasses.fields(cls)
                if f.default is dataclasses.MISSING and f.name not in kwargs]
@@ -110,6 +121,8 @@ class LlmConfig:
   def to_hf(self) -> dict:
     """A config.json that transformers loads (both the v4 and the v5 RoPE fields)."""
     out = dataclasses.asdict(self)
+    out["vocab_size"] = self.total_vocab
+    out.pop("added_tokens")
     if isinstance(self.eos_token_id, tuple):
       out["eos_token_id"] = list(self.eos_token_id)
     rope = {"rope_type": "default"} if self.rope_scaling is None else dict(self.rope_scaling)
@@ -190,34 +203,53 @@ class RMSNorm(nn.Module):
 
 
 class Embed(nn.Module):
-  """Token embedding table; `attend` reuses it as a tied output projection."""
+  """Token embedding table (+ `added` grown rows in their own parameter); `attend` reuses it as a
+  tied output projection."""
 
   num_embeddings: int
   features: int
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  added: int = 0
 
   def setup(self):
     self.embedding = self.param(
         "embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
         (self.num_embeddings, self.features), self.param_dtype)
+    if self.added:
+      self.added_embedding = self.param(
+          "added_embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
+          (self.added, self.features), self.param_dtype)
 
   def __call__(self, ids):
-    return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+    total = self.num_embeddings + self.added
+    if not isinstance(ids, jax.core.Tracer) and np.size(ids) and int(np.max(np.asarray(ids))) >= total:
+      # Concrete ids only (under jit an id past the table cannot raise: state.deft_config refuses
+      # a tokenizer with ids past it before anything is traced).
+      raise ValueError(f"token id {int(np.max(np.asarray(ids)))} is past the embedding table ({total} rows); "
+                       "grow it with LlmConfig.added_tokens")
+    base = jnp.take(self.embedding, jnp.minimum(ids, self.num_embeddings - 1), axis=0)
+    if not self.added:
+      return base.astype(self.dtype)
+    grown = jnp.take(self.added_embedding, jnp.clip(ids - self.num_embeddings, 0, self.added - 1), axis=0)
+    return jnp.where((ids < self.num_embeddings)[..., None], base, grown).astype(self.dtype)
 
   def attend(self, x):
-    return jnp.dot(x.astype(self.dtype), self.embedding.astype(self.dtype).T)
+    x = x.astype(self.dtype)
+    logits = jnp.dot(x, self.embedding.astype(self.dtype).T)
+    if self.added:
+      logits = jnp.concatenate([logits, jnp.dot(x, self.added_embedding.astype(self.dtype).T)], axis=-1)
+    return logits
 
 
 def attend(q, k, v, mask, dtype):
-  """Grouped-query attention (Ainslie et al. 2023). q (B,S,H,hd), k/v (B,T,KV,hd), mask (B,S,T)."""
+  """Grouped-query attention (Ainslie et al. 2023). q (B,S,H,hd), k/v (B,T,KV,hd), mask (B,S,T).
+
+  `jax.nn.dot_product_attention` (query head i reads kv head i // (H / KV), as HF repeat_kv;
+  scores and softmax in float32; cuDNN flash attention where the backend has it).
+  """
   b, s, h, d = q.shape
-  kv = k.shape[2]
-  q = q.reshape(b, s, kv, h // kv, d)  # query head i reads kv head i // (h // kv), as HF repeat_kv.
-  scores = jnp.einsum("bskgd,btkd->bkgst", q, k, preferred_element_type=jnp.float32) / np.sqrt(d)
-  scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-  out = jnp.einsum("bkgst,btkd->bskgd", probs, v)
+  out = jax.nn.dot_product_attention(q.astype(dtype), k.astype(dtype), v.astype(dtype), mask=mask[:, None])
   return out.reshape(b, s, h * d)
 
 
@@ -312,7 +344,7 @@ class DecoderLM(nn.Module):
 
   def setup(self):
     c = self.config
-    self.embed_tokens = Embed(c.vocab_size, c.hidden_size, self.dtype, self.param_dtype)
+    self.embed_tokens = Embed(c.vocab_size, c.hidden_size, self.dtype, self.param_dtype, c.added_tokens)
     # static_argnums counts `self`: 4 is `deterministic`.
     layer = nn.remat(DecoderLayer, static_argnums=(4,)) if self.remat else DecoderLayer
     self.layers = [layer(c, self.lora, self.dtype, self.param_dtype) for _ in range(c.num_hidden_layers)]
@@ -320,6 +352,10 @@ class DecoderLM(nn.Module):
     if not c.tie_word_embeddings:
       self.lm_head = lora_lib.LoraLinear(c.vocab_size, ("embed", "vocab"), lora=self.lora,
                                          dtype=self.dtype, param_dtype=self.param_dtype)
+      if c.added_tokens:  # output columns of the grown rows, trainable beside the frozen head
+        self.added_lm_head = self.param(
+            "added_lm_head", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", None)),
+            (c.hidden_size, c.added_tokens), self.param_dtype)
 
   def embed(self, input_ids: jax.Array) -> jax.Array:
     """(B, S) token ids -> (B, S, D) embeddings in the compute dtype."""
@@ -356,7 +392,11 @@ class DecoderLM(nn.Module):
     """Final-normed hidden (..., D) -> float32 logits (..., V)."""
     if self.config.tie_word_embeddings:
       return self.embed_tokens.attend(hidden).astype(jnp.float32)
-    return self.lm_head(hidden, deterministic).astype(jnp.float32)
+    logits = self.lm_head(hidden, deterministic)
+    if self.config.added_tokens:
+      grown = jnp.dot(hidden.astype(self.dtype), self.added_lm_head.astype(self.dtype))
+      logits = jnp.concatenate([logits, grown], axis=-1)
+    return logits.astype(jnp.float32)
 
   def _stack(self, x, positions, mask, deterministic, cache, cache_index):
     new_cache = []

@@ -20,6 +20,8 @@ import optax
 import safetensors.numpy
 from flax import traverse_util
 
+from deft_jax.train import sharding as sharding_lib
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PEFT_PREFIX = "base_model.model."
@@ -236,7 +238,7 @@ def load_peft(path: str | os.PathLike, params) -> tuple[LoraConfig, Any]:
       if value.shape[dim] != kernel.shape[dim] or value.shape[1 - dim] != cfg["r"]:
         errors.append(f"{key}: shape {value.T.shape} does not fit kernel {kernel.shape} with r={cfg['r']}")
         continue
-      out[f"{module}/{leaf}"] = _place_like(value.astype(kernel.dtype), kernel, dim)
+      out[f"{module}/{leaf}"] = _place_like(value.astype(kernel.dtype), kernel, dim, f"{module}/{leaf}")
       if leaf == "lora_a":
         modules.append(module)
   missing = [m for m in modules if f"{m}/lora_b" not in out]
@@ -248,18 +250,13 @@ def load_peft(path: str | os.PathLike, params) -> tuple[LoraConfig, Any]:
   return config, _nest(out)
 
 
-def _place_like(value: np.ndarray, kernel, kernel_dim: int):
-  """Puts a LoRA factor on the kernel's devices, sharded like the kernel along the shared axis."""
+def _place_like(value: np.ndarray, kernel, kernel_dim: int, path: str):
+  """Puts a LoRA factor on the kernel's devices, split like the kernel along the dimension they
+  share (through the one resolver, which reports a dimension that does not divide)."""
   sharding = getattr(kernel, "sharding", None)
   if isinstance(sharding, jax.sharding.NamedSharding):
-    spec = [None, None]
-    spec[kernel_dim] = (tuple(sharding.spec) + (None, None))[kernel_dim]
-    if spec[kernel_dim] is not None and value.shape[kernel_dim] % _axis_size(sharding.mesh, spec[kernel_dim]):
-      spec[kernel_dim] = None
-    sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
+    axes = [None, None]
+    axes[kernel_dim] = (tuple(sharding.spec) + (None, None))[kernel_dim]
+    spec = sharding_lib.checked_spec(path, value.shape, axes, sharding.mesh)
+    sharding = jax.sharding.NamedSharding(sharding.mesh, spec)
   return jax.device_put(value, sharding)
-
-
-def _axis_size(mesh, axes) -> int:
-  axes = axes if isinstance(axes, tuple) else (axes,)
-  return int(np.prod([mesh.shape[a] for a in axes]))

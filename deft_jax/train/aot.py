@@ -30,7 +30,7 @@ import jax
 from configs import aot_cards
 from deft_jax.data import schema
 from deft_jax.models import deft, llm as llm_lib
-from deft_jax.train import optimizer as optimizer_lib, sharding, state as state_lib, step as step_lib
+from deft_jax.train import sharding, state as state_lib, step as step_lib
 
 @dataclasses.dataclass(frozen=True)
 class Topology:
@@ -162,7 +162,7 @@ def compile_step(cfg, topology_name: str, model_name: str, *, batch: int | None 
   rules = sharding.rules(cfg)
   abstract, shardings, _ = state_lib.abstract_state(cfg, model, mesh, 1000)
   train_step = step_lib.make_train_step(model, dict(cfg.loss), shardings, mesh, rules=rules,
-                                        grad_accum_steps=cfg.train.grad_accum_steps, frozen=tuple(cfg.optim.frozen))
+                                        grad_accum_steps=cfg.train.grad_accum_steps)
   rng = jax.eval_shape(lambda: jax.random.key(0))
   rng = jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=jax.NamedSharding(mesh, jax.P()))
   start = time.time()
@@ -170,9 +170,8 @@ def compile_step(cfg, topology_name: str, model_name: str, *, batch: int | None 
   compiled = lowered.compile(dict(topology.compiler_options) if platform == topology.platform else None)
   seconds = time.time() - start
   mem = compiled.memory_analysis()
-  params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))
-  trainable_params, _ = optimizer_lib.split_trainable(abstract.params, tuple(cfg.optim.frozen))
-  trainable = sum(math.prod(x.shape) for x in trainable_params.values())
+  trainable = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))
+  params = trainable + sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.frozen))
   peak = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
   return {
       "topology": topology_name, "platform": platform,

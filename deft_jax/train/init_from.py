@@ -1,15 +1,22 @@
 """Where a run's parameters start, other than their random init.
 
+  model.llm_path              a local HF folder (`deft-jax convert-llm` makes one from GGUF) ->
+                              the LLM; rows grown for added tokens start at the mean row;
+
   model.structure.checkpoint  a local SigLIP/CLIP vision folder -> the structure expert's ViT;
   model.texture.checkpoint    the same kind of folder, inflated over time -> the texture expert;
   train.init_from             a stage-1 run: every parameter whose path and shape match
-                              starts from that run's weights (the experts, projectors and
-                              heads aligned in stage 1); the rest (LoRA, a new head) keep
-                              their init. Optimizer state and step start fresh.
-The trainer calls `initialise` once, right after creating the state and before resuming from
-the workdir's own checkpoint, so a resumed stage-2 run continues from its own steps.
+                              starts from that run's weights (its checkpoints hold what it
+                              trained: experts, projectors, heads, grown rows); the rest (LoRA,
+                              a new head) keep their init. Optimizer state and step start fresh.
+`initial_state` applies them in that order onto the seeded init; the trainer then resumes from
+the workdir's own checkpoint, so what wins is: own checkpoint, then init_from, then the HF base.
+The frozen base is never checkpointed: a resume or an evaluation rebuilds it the same way, and
+`check_base` refuses a workdir whose base changed since it was written.
 """
 
+import hashlib
+import json
 import os
 
 import jax
@@ -17,6 +24,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from deft_jax.models import hf
+from deft_jax.train import sharding, state as state_lib
+
+BASE_FILE = "base.json"
 
 
 class InitFromError(ValueError):
@@ -65,7 +76,7 @@ def initialise(cfg, state, model_config, log=print):
   Returns (state, summary) where summary counts the parameters taken from each source and
   lists the stage-1 parameters left unused (by path) for the log.
   """
-  flat = traverse_util.flatten_dict(state.params)
+  flat = {**traverse_util.flatten_dict(state.frozen or {}), **traverse_util.flatten_dict(state.params)}
   updates = _pretrained(model_config)
   missing = [k for k in updates if k not in flat]
   if missing:
@@ -80,9 +91,59 @@ def initialise(cfg, state, model_config, log=print):
   for k, v in updates.items():
     if flat[k].shape != v.shape:
       raise InitFromError(f"{'/'.join(k)}: shape {v.shape} from the checkpoint, {flat[k].shape} in the model")
-    flat[k] = jax.device_put(np.asarray(v, flat[k].dtype), flat[k].sharding)
   if updates:
     log(f"init: {summary.get('vision', 0)} params from vision checkpoints"
         + (f", {summary['restored']} from {cfg.train.init_from} ({summary['initialised']} initialised,"
            f" {len(summary['unused'])} of its params unused)" if cfg.train.init_from else ""))
-  return state.replace(params=traverse_util.unflatten_dict(flat)), summary
+  return state_lib.put_params(state, {k: np.asarray(v) for k, v in updates.items()}), summary
+
+
+def load_pretrained_llm(cfg, state, mesh, llm_config):
+  """Puts a local HF checkpoint's weights into the LLM part of the state (frozen base and any
+  trainable part alike); LoRA stays fresh, grown vocabulary rows start at the mean row."""
+  _, loaded = hf.from_pretrained(cfg.model.llm_path, param_dtype=state_lib.dtype(cfg.model.param_dtype),
+                                 mesh=mesh, rules=sharding.rules(cfg), added_tokens=llm_config.added_tokens)
+  return state_lib.put_params(state, {("llm",) + path: value
+                                      for path, value in traverse_util.flatten_dict(loaded).items()})
+
+
+def initial_state(cfg, model, mesh, total_steps: int, log=print):
+  """(state, shardings) before any resume: seeded init, then the HF base, then init_from."""
+  state, shardings = state_lib.create_state(cfg, model, mesh, total_steps, jax.random.key(cfg.seed))
+  if cfg.model.llm_path:
+    state = load_pretrained_llm(cfg, state, mesh, model.config.llm)
+  state, _ = initialise(cfg, state, model.config, log)
+  return state, shardings
+
+
+def base_fingerprint(cfg) -> dict:
+  """What the frozen base is made from: the HF folder and the SHA-256 of its weight files, the
+  init_from run, and the seed of the random init (a checkpoint references these, not the weights)."""
+  out = {"seed": int(cfg.seed), "init_from": cfg.train.init_from or None, "llm_path": cfg.model.llm_path or None}
+  if cfg.model.llm_path:
+    digest = hashlib.sha256()
+    for file in sorted(set(hf.checkpoint_index(cfg.model.llm_path).values())):
+      with open(file, "rb") as f:
+        for block in iter(lambda: f.read(16 << 20), b""):
+          digest.update(block)
+    out["llm_sha256"] = digest.hexdigest()
+  return out
+
+
+def check_base(cfg, workdir: str) -> dict:
+  """Writes WORKDIR/base.json on a first run; on a resume, raises if the base it names changed."""
+  path = os.path.join(workdir, BASE_FILE)
+  now = base_fingerprint(cfg)
+  if os.path.exists(path):
+    with open(path) as f:
+      before = json.load(f)
+    changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+    if changed:
+      raise InitFromError(f"{path}: this workdir's checkpoints were trained on another frozen base "
+                          f"({', '.join(f'{k}: {before.get(k)} then, {now.get(k)} now' for k in changed)}); "
+                          "use a new --workdir or restore the original base")
+  elif jax.process_index() == 0:
+    with open(path + ".tmp", "w") as f:
+      json.dump(now, f, indent=2)
+    os.replace(path + ".tmp", path)
+  return now

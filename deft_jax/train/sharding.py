@@ -6,6 +6,8 @@ split on "batch" (nn.with_logical_constraint), so a new mesh is a config change 
 """
 
 import math
+from collections.abc import Mapping
+import warnings
 
 import flax.linen as nn
 import jax
@@ -13,8 +15,16 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
-# Without a rules table, batches split over every data-parallel axis.
-DEFAULT_RULES = (("batch", ("data", "fsdp")),)
+# The rules table configs/synthetic.py carries; the default where no config is at hand (a bare
+# HF load, a benchmark). Batches split over every data-parallel axis.
+DEFAULT_RULES = (
+    ("batch", ("data", "fsdp")), ("vocab", "tensor"), ("embed", "fsdp"), ("mlp", "tensor"),
+    ("heads", "tensor"), ("kv_heads", "tensor"), ("head_dim", None), ("norm", None), ("lora_rank", None),
+)
+
+
+class ShardingWarning(UserWarning):
+  """A parameter dimension that does not divide over the mesh axes its logical name maps to."""
 
 
 def mesh_sizes(mesh_cfg, num_devices: int) -> dict[str, int]:
@@ -44,11 +54,58 @@ def rules(cfg) -> tuple[tuple[str, object], ...]:
   return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in cfg.sharding_rules)
 
 
-def logical_shardings(abstract_tree, mesh, logical_rules):
-  """NamedShardings for a tree of (possibly nn.Partitioned) leaves; unnamed leaves replicate."""
-  specs = nn.get_partition_spec(abstract_tree)
-  mesh_specs = nn.logical_to_mesh(specs, logical_rules)
-  return jax.tree.map(lambda s: NamedSharding(mesh, s), mesh_specs, is_leaf=lambda x: isinstance(x, P))
+def mesh_axes(names, logical_rules, mesh) -> list:
+  """Mesh axes per dimension for logical `names`: the first rule whose axes exist in `mesh` and
+  are not yet used by an earlier dimension wins (flax.linen.logical_to_mesh's order)."""
+  if isinstance(logical_rules, Mapping):
+    logical_rules = logical_rules.items()
+  used, out = set(), []
+  for name in names:
+    chosen = None
+    for logical, axes in logical_rules:
+      if logical != name or name is None:
+        continue
+      if axes is None:
+        break
+      axes = (axes,) if isinstance(axes, str) else tuple(axes)
+      if any(a not in mesh.shape or a in used for a in axes):
+        continue
+      used.update(axes)
+      chosen = axes if len(axes) > 1 else axes[0]
+      break
+    out.append(chosen)
+  return out
+
+
+def checked_spec(path: str, shape, axes, mesh) -> P:
+  """PartitionSpec of `axes` per dimension; a dimension that does not divide over its mesh axes
+  is replicated and reported (ShardingWarning naming the parameter, dimension and axes)."""
+  spec = []
+  for dim, (size, ax) in enumerate(zip(shape, axes)):
+    if ax is not None:
+      n = math.prod(mesh.shape[a] for a in ((ax,) if isinstance(ax, str) else ax))
+      if size % n:
+        warnings.warn(f"{path}: dimension {dim} of size {size} does not divide over mesh axis {ax} "
+                      f"({n} devices); it is replicated", ShardingWarning, stacklevel=3)
+        ax = None
+    spec.append(ax)
+  return P(*spec)
+
+
+def resolve(tree, mesh, logical_rules=DEFAULT_RULES):
+  """NamedShardings for a tree of (possibly nn.LogicallyPartitioned) leaves from the rules table.
+
+  The one resolver: train state, HF loading and LoRA placement all come through here. Unnamed
+  leaves replicate; dimensions that do not divide are reported and replicated.
+  """
+  def one(path, leaf):
+    names = leaf.names if isinstance(leaf, nn.LogicallyPartitioned) else ()
+    value = leaf.value if isinstance(leaf, nn.LogicallyPartitioned) else leaf
+    shape = getattr(value, "shape", ())
+    axes = mesh_axes(names, logical_rules, mesh) if names else [None] * len(shape)
+    return NamedSharding(mesh, checked_spec(jax.tree_util.keystr(path, simple=True, separator="/"), shape, axes, mesh))
+
+  return jax.tree_util.tree_map_with_path(one, tree, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
 
 def batch_sharding(mesh, logical_rules=DEFAULT_RULES) -> NamedSharding:

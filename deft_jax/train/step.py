@@ -1,7 +1,8 @@
 """The jitted train step: loss and gradients of the trainable weights, then the optimizer.
 
-Only trainable leaves (those optim.frozen does not match) are differentiated, so a frozen
-7B base costs no gradient memory. With grad_accum_steps = k the batch is split into k
+The state's params are the trainable leaves only (those optim.frozen does not match); the
+frozen base rides along in state.frozen and is never differentiated, so a frozen 7B base
+costs no gradient memory nor optimizer state. With grad_accum_steps = k the batch is split into k
 micro-batches (row i goes to micro-batch i mod k, which keeps every row on its device) and a
 scan sums their gradients; the LM term of each micro-batch is normalised by the whole
 batch's answer tokens, so loss and gradients equal the one-batch ones for every per-example
@@ -10,9 +11,10 @@ term. Batch statistics (the decorrelation term) are taken per micro-batch.
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import traverse_util
 
-from deft_jax.train import losses, optimizer as optimizer_lib, sharding
+from deft_jax.train import losses, sharding
 
 
 def micro_batches(batch, k: int, mesh, rules):
@@ -24,7 +26,7 @@ def micro_batches(batch, k: int, mesh, rules):
 
 
 def make_train_step(model, weights, state_shardings, mesh, *, grad_accum_steps: int = 1,
-                    rules=sharding.DEFAULT_RULES, frozen: tuple[str, ...] = ()):
+                    rules=sharding.DEFAULT_RULES):
   """jit(step)(state, batch, rng) -> (state, metrics); the state is donated."""
   k = grad_accum_steps
   if k < 1:
@@ -40,7 +42,8 @@ def make_train_step(model, weights, state_shardings, mesh, *, grad_accum_steps: 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def step(state, batch, rng):
-    train_params, frozen_params = optimizer_lib.split_trainable(state.params, frozen)
+    train_params = traverse_util.flatten_dict(state.params)
+    frozen_params = traverse_util.flatten_dict(state.frozen or {})
     if k == 1:
       (total, terms), grads = grad_fn(train_params, frozen_params, batch, rng, None)
     else:
@@ -57,13 +60,9 @@ def make_train_step(model, weights, state_shardings, mesh, *, grad_accum_steps: 
       summed, _ = jax.lax.scan(accumulate, zeros, (micro, jnp.arange(k)))
       (total, terms), grads = jax.tree.map(lambda x: x / k, summed)
       grads = {p: g.astype(train_params[p].dtype) for p, g in grads.items()}
-    full = {**jax.tree.map(jnp.zeros_like, frozen_params), **grads}
-    state = state.apply_gradients(grads=traverse_util.unflatten_dict(full))
-    return state, {"loss": total, **terms, "grad_norm": _global_norm(grads)}
+    state = state.apply_gradients(grads=traverse_util.unflatten_dict(grads))
+    return state, {"loss": total, **terms, "grad_norm": optax.global_norm(jax.tree.map(lambda g: g.astype(jnp.float32), grads))}
 
   return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh, rules), None),
                  out_shardings=(state_shardings, None), donate_argnums=(0,))
 
-
-def _global_norm(tree):
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))

@@ -13,11 +13,9 @@ import time
 
 import jax
 import tqdm
-from flax import traverse_util
 
 from deft_jax.data import augment, build, pipeline, selection, tokenizer as tokenizer_lib
 from deft_jax.eval import evaluate
-from deft_jax.models import hf
 from deft_jax.train import checkpoint, init_from, metrics_log, preemption, sharding, state as state_lib, workdir_lock
 from deft_jax.train.step import make_train_step
 
@@ -64,16 +62,6 @@ def check_batch(cfg, mesh) -> int:
   return b // p
 
 
-def load_pretrained_llm(cfg, state, mesh):
-  """Puts a local HF checkpoint's weights into the LLM part of the params (LoRA stays fresh)."""
-  _, loaded = hf.from_pretrained(cfg.model.llm_path, param_dtype=state_lib.dtype(cfg.model.param_dtype),
-                                 mesh=mesh, rules=sharding.rules(cfg))
-  flat = traverse_util.flatten_dict(state.params)
-  for path, value in traverse_util.flatten_dict(loaded).items():
-    flat[("llm",) + path] = value
-  return state.replace(params=traverse_util.unflatten_dict(flat))
-
-
 def trim_metrics(workdir: str, step: int) -> None:
   """Drops log lines past `step` (written by a run killed after its last checkpoint)."""
   path = os.path.join(workdir, METRICS)
@@ -88,13 +76,13 @@ def trim_metrics(workdir: str, step: int) -> None:
 def resume(mngr, state, state_shardings, data_iter, total_steps: int):
   """The state of the newest checkpoint that restores (and says so), or `state` for a fresh run."""
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings)
-  restored = checkpoint.restore_latest_good(mngr, abstract, data_iter)
+  restored = checkpoint.restore_latest_good(mngr, state_lib.checkpointed(abstract), data_iter)
   if restored is None:
     return state
   if jax.process_index() == 0:
     print(f"resumed from step {restored[1]} of {total_steps} ({os.path.join(os.fspath(mngr.directory), str(restored[1]))})",
           flush=True)
-  return restored[0]
+  return state.replace(**restored[0])
 
 
 class TrainClock:
@@ -131,7 +119,7 @@ class TrainClock:
 
 
 def save(cfg, workdir, mngr, step, state, data_iter) -> None:
-  checkpoint.save(mngr, step, state, data_iter, cfg)
+  checkpoint.save(mngr, step, state_lib.checkpointed(state), data_iter, cfg)
   checkpoint.export_adapters(workdir, step, state.params, tuple(cfg.optim.frozen), cfg.train.keep_checkpoints)
 
 
@@ -159,16 +147,15 @@ def _train(cfg, workdir: str) -> dict:
   per_process = check_batch(cfg, mesh)
   model = state_lib.make_model(cfg, tokenizer)
   rng = jax.random.key(cfg.seed)
-  state, state_shardings = state_lib.create_state(cfg, model, mesh, cfg.train.steps, rng)
-  if cfg.model.llm_path:
-    state = load_pretrained_llm(cfg, state, mesh)
-  state, _ = init_from.initialise(cfg, state, model.config)  # vision checkpoints, a stage-1 run
+  # Seeded init, the HF base, vision checkpoints, a stage-1 run; then the workdir's own checkpoint.
+  state, state_shardings = init_from.initial_state(cfg, model, mesh, cfg.train.steps)
 
   preprocess = pipeline.Preprocess(tokenizer, cfg.data.scheme, cfg.data.max_text_len, train=True,
                                    answers=cfg.data.answers, photometric=augment.Photometric(**cfg.data.augment))
   data_iter = iter(pipeline.dataset(train_source, preprocess, per_process, seed=cfg.seed, train=True,
                                     process_index=jax.process_index(), process_count=jax.process_count()))
   mngr = checkpoint.manager(workdir, cfg.train.keep_checkpoints)
+  init_from.check_base(cfg, workdir)
   state = resume(mngr, state, state_shardings, data_iter, cfg.train.steps)
   step = int(state.step)
   trim_metrics(workdir, step)
@@ -176,7 +163,7 @@ def _train(cfg, workdir: str) -> dict:
   clock.resume(step)
 
   train_step = make_train_step(model, dict(cfg.loss), state_shardings, mesh, rules=rules,
-                               grad_accum_steps=cfg.train.grad_accum_steps, frozen=tuple(cfg.optim.frozen))
+                               grad_accum_steps=cfg.train.grad_accum_steps)
   writer = None
   if jax.process_index() == 0:  # tensorboardX imports torch when it is installed: only where it writes
     import tensorboardX  # pylint: disable=import-outside-toplevel
@@ -206,7 +193,7 @@ def _train(cfg, workdir: str) -> dict:
   mngr.wait_until_finished()
   train_seconds = clock.total()
 
-  results = evaluate.evaluate(cfg, model, state.params, tokenizer, test_source, test_info, mesh, workdir)
+  results = evaluate.evaluate(cfg, model, state_lib.all_params(state), tokenizer, test_source, test_info, mesh, workdir)
   results["train_seconds"] = round(train_seconds, 1)
   results["steps"] = step
   if cfg.data.holdout_subjects:
