@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from data_builders.samm import samm_dataset_builder as samm
 from deft_jax.data import align, manual
 from media import feat_media
-from test_builders_real import SAMM_HEADER, records, write_sheet
+from corpus_layouts import SAMM_HEADER, records, write_sheet
 
 FRAMES, SIZE = 6, 32
 

@@ -11,7 +11,6 @@ import pathlib
 
 import cv2
 import numpy as np
-import openpyxl
 import pytest
 import tensorflow_datasets as tfds
 
@@ -20,6 +19,7 @@ from data_builders.casme3 import casme3_dataset_builder as casme3
 from data_builders.megc2019 import megc2019_dataset_builder as megc2019
 from data_builders.samm import samm_dataset_builder as samm
 from data_builders.smic import smic_dataset_builder as smic
+from corpus_layouts import SAMM_HEADER, records, write_sheet
 from deft_jax import cli
 from deft_jax.data import build, clip_flow, faces, features, clip_frames, manual, pipeline, sheets, synthetic
 from deft_jax.facs import catalogue, emotions
@@ -63,30 +63,10 @@ def write_frames(folder: pathlib.Path, frames, name, canvas_width: int | None = 
     cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), quality)
 
 
-def write_sheet(path: pathlib.Path, header, rows, notes=()):
-  book = openpyxl.Workbook()
-  for line in notes:
-    book.active.append(line)
-  book.active.append(header)
-  for row in rows:
-    book.active.append(row)
-  book.save(path)
-
-
 def build_with(builder_cls, manual_dir, data_dir):
   b = builder_cls(config=CONFIG, data_dir=str(data_dir), file_format="array_record")
   b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
   return b
-
-
-def records(b) -> dict[str, dict]:
-  source = b.as_data_source()["train"]
-  out = {}
-  for i in range(len(source)):
-    r = source[i]
-    r = {k: v.decode() if isinstance(v, bytes) else v for k, v in r.items()}
-    out[r["clip_id"]] = r
-  return out
 
 
 def expected_crop(fake: Fake, number: int) -> np.ndarray:
@@ -285,8 +265,6 @@ def test_prepare_builds_a_named_config(casme2_dir, tmp_path):
 
 # SAMM: notes above the header, apex -1, whole frames (the centre square is the face). -----------
 
-SAMM_HEADER = ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame", "Offset Frame",
-               "Duration", "Type", "Action Units", "Notes", "Estimated Emotion"]
 SAMM_ROWS = [  # subject, filename, emotion, AU cell, apex unknown
     (6, "006_1_2", "Anger", "4+7", False),
     (6, "006_1_3", "Contempt", "R14A+L12", True),

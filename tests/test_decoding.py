@@ -8,7 +8,7 @@ import torch
 
 from deft_jax.models import decoding
 from deft_jax.models import hf
-from test_hf import VARIANTS, hf_checkpoint, left_padded
+from hf_models import VARIANTS, hf_checkpoint, left_padded
 
 NEW = 32
 

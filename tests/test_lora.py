@@ -15,7 +15,7 @@ from flax import traverse_util
 from deft_jax.models import hf
 from deft_jax.models import llm
 from deft_jax.models import lora as lora_lib
-from test_hf import hf_checkpoint, left_padded, torch_logits
+from hf_models import hf_checkpoint, left_padded, torch_logits
 
 CONFIG = llm.LlmConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2)
