@@ -75,7 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       remat=False,
   )
 
-  # Hybrid objective (shared/DESIGN.md): weights of each term; 0 switches a term off.
+  # Hybrid objective (DEFT: discriminative + generative terms): weights of each term; 0 switches a term off.
   c.loss = dict(lm=1.0, emotion=1.0, au=0.5, decorrelation=0.0)
 
   c.optim = dict(

@@ -276,7 +276,7 @@ BAD_INPUT = {
     "deft_jax.data.build": ("DatasetError",),
     "deft_jax.train.trainer": ("WorkdirError",),
     "deft_jax.train.workdir_lock": ("WorkdirLocked",),
-    "deft_jax.train.checkpoint": ("CheckpointError",),
+    "deft_jax.errors": ("CheckpointError",),
     "deft_jax.train.metrics_log": ("LogError",),
 }
 

@@ -183,3 +183,27 @@ def test_each_expert_reads_the_frames_at_its_own_size(tmp_path):
       {"params": params["texture_projector"]}, tokens)
   np.testing.assert_allclose(np.asarray(aux["tokens"]["texture"]), np.asarray(projected), atol=1e-5)
   assert aux["tokens"]["texture"].shape[1] == (32 // 8) ** 2
+
+
+@pytest.mark.parametrize("per_clip", [False, True])
+def test_region_pool_is_attention_biased_by_the_log_share(per_clip):
+  """RegionPool (jax.nn.dot_product_attention) against the formula written out: softmax over
+  patches of q.k / sqrt(hd) + log(share), so a patch outside the region gets no weight."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(7)
+  x = rng.normal(size=(2, 16, 32)).astype(np.float32)
+  shares = rng.uniform(size=(2, 6, 16) if per_clip else (6, 16)).astype(np.float32)
+  shares[..., :4] = 0.0
+  pool = motion.RegionPool(_ENC)
+  p = _unbox(pool.init(jax.random.key(0), x, shares)["params"])
+  got = np.asarray(pool.apply({"params": p}, x, shares))
+  lin = lambda name, y: y @ p[name]["kernel"] + p[name]["bias"]
+  q = lin("q_proj", p["queries"]).reshape(6, 4, 8)
+  k, v = lin("k_proj", x).reshape(2, 16, 4, 8), lin("v_proj", x).reshape(2, 16, 4, 8)
+  bias = np.log(np.maximum(shares, 1e-9))
+  logits = np.einsum("rhd,bnhd->bhrn", q, k) / np.sqrt(8) + (bias[:, None] if per_clip else bias)
+  weights = np.asarray(nn.softmax(jnp.asarray(logits)))
+  assert weights[..., :4].max() < 1e-7  # no weight outside the region
+  want = lin("out_proj", np.einsum("bhrn,bnhd->brhd", weights, v).reshape(2, 6, 32))
+  np.testing.assert_allclose(got, want, atol=1e-5)

@@ -52,5 +52,5 @@ def test_params_match_the_module_tree_and_resize(tmp_path):
 
 
 def test_not_a_vision_checkpoint(tmp_path):
-  with pytest.raises(vision_hf.VisionCheckpointError, match="config.json"):
+  with pytest.raises(vision_hf.CheckpointError, match="config.json"):
     vision_hf.load(tmp_path)

@@ -18,7 +18,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 from deft_jax.data import answers
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
-# Each expert's tokens sit between its own markers (shared/DESIGN.md).
+# Each expert's tokens sit between its own markers (models/deft.py).
 EXPERT_MARKERS = {name: (f"<{name}>", f"</{name}>") for name in ("structure", "texture", "motion")}
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK] + [m for pair in EXPERT_MARKERS.values() for m in pair]
 

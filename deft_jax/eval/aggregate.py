@@ -1,7 +1,7 @@
 """Mean and spread over runs (seeds) of the same protocol.
 
 Every run given is used: nothing is picked by its test score (choosing the best seed, epoch
-or checkpoint on the test fold inflates results, shared/REFERENCE.md). Runs must share the
+or checkpoint on the test fold inflates results, as HTNet and MMNet do). Runs must share the
 protocol (classes and test clips), so one table never mixes protocols.
 """
 

@@ -13,13 +13,10 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from deft_jax.errors import CheckpointError
 from deft_jax.data import tokenizer as tokenizer_lib
 from deft_jax.models import deft
 from deft_jax.train import init_from, sharding, state as state_lib
-
-
-class CheckpointError(ValueError):
-  """A workdir without a usable checkpoint; the message names the folder."""
 
 
 @dataclasses.dataclass(frozen=True)

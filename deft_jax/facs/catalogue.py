@@ -2,8 +2,7 @@
 
 Each AU carries its face region and the direction its skin moves in an aligned, upright
 face crop, so that labels, rendered motion and measured flow can all be checked against
-one table. Directions follow FACS (Ekman, Friesen & Hager, 2002) as summarised in
-shared/REFERENCE.md. Coordinates: image axes (x right, y down); a direction is given for
+one table. Directions follow FACS (Ekman, Friesen & Hager, 2002). Coordinates: image axes (x right, y down); a direction is given for
 the face's image-left half and mirrored for the image-right half.
 
 The direction is signed: AU1 moves skin up (0, -1), AU15 down (0, 1); on the image-left

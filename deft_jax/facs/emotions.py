@@ -1,7 +1,7 @@
 """Emotions, their typical AU combinations, and the class schemes of the MER benchmarks.
 
-AU prototypes follow the pairings in shared/REFERENCE.md (after Ekman & Friesen's EMFACS);
-class schemes follow shared/DESIGN.md (MEGC2019 composite, CASME II, SAMM, CAS(ME)^3).
+AU prototypes follow the typical pairings of Ekman & Friesen's EMFACS; class schemes follow
+the MER benchmarks (MEGC2019 composite, CASME II, SAMM, CAS(ME)^3).
 """
 
 # Prototypes: each a tuple of AU specs; "12L" is a unilateral (image-left) AU.

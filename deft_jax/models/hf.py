@@ -18,6 +18,7 @@ import safetensors
 import safetensors.numpy
 from flax import traverse_util
 
+from deft_jax.errors import CheckpointError
 from deft_jax.models import llm
 from deft_jax.models import lora as lora_lib
 from deft_jax.train import sharding
@@ -26,10 +27,6 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 _CHUNK_BYTES = 4 << 20
-
-
-class CheckpointError(ValueError):
-  """A checkpoint that does not match the model, or a file that cannot be read."""
 
 
 def is_added(path: str) -> bool:

@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 import safetensors.numpy
 from jax.experimental import multihost_utils
 
+from deft_jax.errors import CheckpointError
 from deft_jax.train import optimizer as optimizer_lib
 
 ADAPTERS = "adapters"
@@ -62,10 +63,6 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iter):
       data=grain.checkpoint.CheckpointRestore(data_iter),
   ))
   return restored.state
-
-
-class CheckpointError(RuntimeError):
-  """No checkpoint of a workdir could be restored."""
 
 
 UNREADABLE = "checkpoints.unreadable"  # beside checkpoints/: unreadable steps are moved here

@@ -8,8 +8,8 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 ACTIVATIONS = {
@@ -63,10 +63,8 @@ class SelfAttention(nn.Module):
     hd = c.width // c.heads
     proj = lambda name: dense(c.width, ("embed", "heads"), self.dtype, self.param_dtype, name)(x).reshape(b, n, c.heads, hd)
     q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) / np.sqrt(hd)
-    if mask is not None:
-      scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-    out = jnp.einsum("bhqk,bkhd->bqhd", nn.softmax(scores).astype(self.dtype), v).reshape(b, n, c.width)
+    # mask: broadcastable to (B, heads, N, N); cuDNN flash attention where the backend has it.
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask).reshape(b, n, c.width)
     init = nn.initializers.zeros if self.zero_out else nn.initializers.xavier_uniform()
     return nn.Dense(c.width, dtype=self.dtype, param_dtype=self.param_dtype, name="out_proj",
                     kernel_init=nn.with_logical_partitioning(init, ("heads", "embed")),

@@ -20,6 +20,7 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -92,10 +93,11 @@ class RegionPool(nn.Module):
     q = encoder_lib.dense(d, ("embed", "heads"), self.dtype, self.param_dtype, "q_proj")(queries).reshape(-1, c.heads, hd)
     k = encoder_lib.dense(d, ("embed", "heads"), self.dtype, self.param_dtype, "k_proj")(x).reshape(b, n, c.heads, hd)
     v = encoder_lib.dense(d, ("embed", "heads"), self.dtype, self.param_dtype, "v_proj")(x).reshape(b, n, c.heads, hd)
-    logits = jnp.einsum("rhd,bnhd->bhrn", q, k, preferred_element_type=jnp.float32) / np.sqrt(hd)
+    # The log share biases each region's query to its own patches (-20.7 outside: log 1e-9).
     bias = jnp.log(jnp.maximum(jnp.asarray(shares, jnp.float32), 1e-9))
-    logits = logits + (bias[:, None] if bias.ndim == 3 else bias)
-    out = jnp.einsum("bhrn,bnhd->brhd", nn.softmax(logits).astype(self.dtype), v).reshape(b, -1, d)
+    bias = bias[:, None] if bias.ndim == 3 else bias[None, None]  # (B or 1, 1, R, N)
+    q = jnp.broadcast_to(q[None], (b,) + q.shape)
+    out = jax.nn.dot_product_attention(q, k, v, bias=bias.astype(q.dtype)).reshape(b, -1, d)
     return encoder_lib.dense(d, ("heads", "embed"), self.dtype, self.param_dtype, "out_proj")(out)
 
 

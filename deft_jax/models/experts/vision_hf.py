@@ -12,6 +12,7 @@ import os
 import numpy as np
 import safetensors.numpy
 
+from deft_jax.errors import CheckpointError
 from deft_jax.models.experts import encoder as encoder_lib
 from deft_jax.models.experts import vit
 
@@ -19,20 +20,16 @@ _ACTIVATIONS = {"gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh", "gelu
 _ANCHOR = "embeddings.patch_embedding.weight"
 
 
-class VisionCheckpointError(ValueError):
-  """A folder that is not a SigLIP / CLIP vision checkpoint this loader understands."""
-
-
 def _vision_config(path: str) -> tuple[dict, str]:
   """The vision tower's config dict (defaults filled by transformers) and its family."""
   import transformers  # pylint: disable=import-outside-toplevel
   if not os.path.isfile(os.path.join(path, "config.json")):
-    raise VisionCheckpointError(f"{path}: no config.json (expected a local SigLIP or CLIP checkpoint)")
+    raise CheckpointError(f"{path}: no config.json (expected a local SigLIP or CLIP checkpoint)")
   config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
   config = getattr(config, "vision_config", config)
   family = config.model_type.split("_")[0]
   if family not in ("siglip", "clip"):
-    raise VisionCheckpointError(f"{path}: model_type {config.model_type!r}; only SigLIP and CLIP vision towers load")
+    raise CheckpointError(f"{path}: model_type {config.model_type!r}; only SigLIP and CLIP vision towers load")
   return config.to_dict(), family
 
 
@@ -40,7 +37,7 @@ def vit_config(path: str, image_size: int | None = None) -> vit.ViTConfig:
   """The ViTConfig of a checkpoint, at `image_size` (positions are resized on load)."""
   c, family = _vision_config(os.fspath(path))
   if c["hidden_act"] not in _ACTIVATIONS:
-    raise VisionCheckpointError(f"{path}: activation {c['hidden_act']!r} is not supported")
+    raise CheckpointError(f"{path}: activation {c['hidden_act']!r} is not supported")
   mean, std = vit.CLIP_PIXELS if family == "clip" else vit.SIGLIP_PIXELS
   pre = os.path.join(os.fspath(path), "preprocessor_config.json")
   if os.path.isfile(pre):
@@ -58,11 +55,11 @@ def vit_config(path: str, image_size: int | None = None) -> vit.ViTConfig:
 def _tensors(path: str) -> dict[str, np.ndarray]:
   file = os.path.join(path, "model.safetensors")
   if not os.path.isfile(file):
-    raise VisionCheckpointError(f"{path}: no model.safetensors")
+    raise CheckpointError(f"{path}: no model.safetensors")
   tensors = safetensors.numpy.load_file(file)
   anchors = [k for k in tensors if k.endswith(_ANCHOR)]
   if len(anchors) != 1:
-    raise VisionCheckpointError(f"{file}: expected one '*{_ANCHOR}', found {anchors or 'none'}")
+    raise CheckpointError(f"{file}: expected one '*{_ANCHOR}', found {anchors or 'none'}")
   prefix = anchors[0][: -len(_ANCHOR)]
   return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
@@ -71,7 +68,7 @@ def load(path: str, image_size: int | None = None, dtype=np.float32) -> tuple[vi
   """(config, params) of VisionTransformer from a local checkpoint folder.
 
   Position embeddings are resized (bicubic) when image_size gives another patch grid.
-  Raises VisionCheckpointError naming any tensor the model needs and the file lacks.
+  Raises CheckpointError naming any tensor the model needs and the file lacks.
   """
   path = os.fspath(path)
   config = vit_config(path, image_size)
@@ -80,11 +77,11 @@ def load(path: str, image_size: int | None = None, dtype=np.float32) -> tuple[vi
 
   def take(hf, shape=None):
     if hf not in t:
-      raise VisionCheckpointError(f"{path}: model.safetensors lacks {hf!r}")
+      raise CheckpointError(f"{path}: model.safetensors lacks {hf!r}")
     used.add(hf)
     value = np.asarray(t[hf], dtype)
     if shape is not None and value.shape != shape:
-      raise VisionCheckpointError(f"{path}: {hf} has shape {value.shape}, expected {shape}")
+      raise CheckpointError(f"{path}: {hf} has shape {value.shape}, expected {shape}")
     return value
 
   def put(ours, value):
@@ -123,5 +120,5 @@ def load(path: str, image_size: int | None = None, dtype=np.float32) -> tuple[vi
     norm("encoder/post_layernorm", "post_layernorm")
   unused = sorted(k for k in set(t) - used if not k.startswith(("head.", "post_layernorm.")))
   if unused:
-    raise VisionCheckpointError(f"{path}: tensors this ViT has no place for: {unused[:5]}")
+    raise CheckpointError(f"{path}: tensors this ViT has no place for: {unused[:5]}")
   return config, params
