@@ -264,3 +264,9 @@ def test_lora_on_smollm2_exported_to_peft_gives_the_same_logits(smollm2_dir, tmp
     theirs = model(torch.tensor(ids)).logits.numpy()
   assert np.abs(theirs - plain).max() > 1e-2  # the adapter changes the output
   np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4)
+
+
+def test_a_missing_llm_folder_says_how_to_make_one(tmp_path):
+  cfg = cli.load_config(["--config", "configs/stage2_synthetic.py:smollm2", f"--config.model.llm_path={tmp_path / 'none'}"])
+  with pytest.raises(FileNotFoundError, match="no config.json there.*deft-jax convert-llm"):
+    state_lib.llm_config(cfg, 100)

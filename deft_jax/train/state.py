@@ -33,7 +33,11 @@ def llm_config(cfg, vocab_size: int) -> llm_lib.LlmConfig:
   markers) grows by exactly those: LlmConfig.added_tokens, recorded in the model's config.
   """
   if cfg.model.llm_path:
-    config = llm_lib.LlmConfig.from_hf(os.path.join(cfg.model.llm_path, "config.json"))
+    path = os.path.join(cfg.model.llm_path, "config.json")
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"model.llm_path={cfg.model.llm_path}: no config.json there (a Hugging Face folder; "
+                              "`deft-jax convert-llm FILE.gguf FOLDER` makes one from a GGUF file)")
+    config = llm_lib.LlmConfig.from_hf(path)
     return dataclasses.replace(config, added_tokens=max(0, vocab_size - config.vocab_size))
   # Round the vocabulary up so it shards evenly over any tensor axis we use.
   return llm_lib.LlmConfig(vocab_size=64 * math.ceil(vocab_size / 64), **cfg.model.llm.to_dict())
