@@ -18,6 +18,7 @@ BUILDERS = {
     "smic": "data_builders.smic.smic_dataset_builder",
     "casme3": "data_builders.casme3.casme3_dataset_builder",
     "megc2019": "data_builders.megc2019.megc2019_dataset_builder",
+    "megc2019_composite": "data_builders.megc2019_composite.megc2019_composite_dataset_builder",
     "uni_mer": "data_builders.uni_mer.uni_mer_dataset_builder",
 }
 
