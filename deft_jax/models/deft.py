@@ -62,8 +62,9 @@ def _pixels(x):
 
 
 def _at_size(images, size: int):
-  """(..., S, S, 3) images at an expert's own resolution (antialiased), so each expert can read
-  the frames at its own size: a fine-grained image tower beside a coarser video one."""
+  """(..., S, S, 3) images (or flow) at an expert's own resolution (antialiased), so each expert
+  reads its input at its own size: a fine-grained image tower beside a coarser video one, the
+  motion expert at its flow_size whatever size the dataset stores the flow at."""
   if images.shape[-2] == size:
     return images
   return jax.image.resize(images, images.shape[:-3] + (size, size, images.shape[-1]), "linear", antialias=True)
@@ -94,7 +95,7 @@ class DeftModel(nn.Module):
     c = self.config
     inputs = {"structure": lambda: _at_size(_pixels(batch["keyframes"]), c.structure.image_size),
               "texture": lambda: _at_size(_pixels(batch["clip"]), c.texture.image_size),
-              "motion": lambda: batch["flow"]}
+              "motion": lambda: _at_size(batch["flow"], c.motion.flow_size)}
     b = batch["text_ids"].shape[0]
     marker = lambda i: self.llm.embed(jnp.full((b, 1), i, jnp.int32))
     parts, pooled, projected, au_logits = [marker(self.config.bos_id)], {}, {}, None

@@ -136,6 +136,9 @@ def save(cfg, workdir, mngr, step, state, data_iter) -> None:
 
 def train(cfg, workdir: str) -> dict:
   """Runs the job of `cfg` in `workdir` (resuming from its last checkpoint) and returns results."""
+  if "folds" in cfg:  # every fold's model in one compiled program (train/loso.py)
+    from deft_jax.train import loso  # pylint: disable=import-outside-toplevel
+    return loso.run(cfg, workdir)
   workdir = prepare_workdir(workdir)
   start = time.time()
   builder = build.prepare(cfg.data.name, data_dir(cfg), cfg.data.manual_dir or None)

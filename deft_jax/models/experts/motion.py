@@ -23,6 +23,9 @@ from deft_jax.facs import catalogue, regions
 from deft_jax.models.experts import encoder as encoder_lib
 
 POOLINGS = ("mean", "attention")
+# "patch": the flow is cut into patches directly; "conv": two 3x3 convolutions first, a local
+# inductive bias for small (28 px) flow fields as the STSTNet/HTNet peers use.
+STEMS = ("patch", "conv")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,15 +35,18 @@ class MotionConfig:
   patch: int = 8
   flow_scale: float = 1.0  # px that count as one unit of input
   pooling: str = "mean"
+  stem: str = "patch"
 
   def __post_init__(self):
     if self.pooling not in POOLINGS:
       raise ValueError(f"motion pooling {self.pooling!r}; use one of {POOLINGS}")
+    if self.stem not in STEMS:
+      raise ValueError(f"motion stem {self.stem!r}; use one of {STEMS}")
 
 
 def config_from(node) -> MotionConfig:
   return MotionConfig(encoder_lib.EncoderConfig(**node.encoder.to_dict()), node.flow_size, node.patch,
-                      node.flow_scale, node.pooling)
+                      node.flow_scale, node.pooling, node.get("stem", "patch"))
 
 
 def region_weights(size: int, patch: int) -> np.ndarray:
@@ -81,7 +87,14 @@ class MotionExpert(nn.Module):
   def __call__(self, flow, deterministic=True):
     """flow (B, S, S, 3) -> (region tokens (B, R, width), AU logits (B, NUM_AUS))."""
     c = self.config
-    x = encoder_lib.patch_embed(flow / c.flow_scale, c.encoder.width, (c.patch, c.patch), self.dtype,
+    x = flow / c.flow_scale
+    if c.stem == "conv":
+      for i, width in enumerate((c.encoder.width // 2, c.encoder.width // 2)):
+        x = nn.gelu(nn.Conv(width, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype,
+                            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None,) * 4),
+                            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
+                            name=f"stem_conv{i}")(x))
+    x = encoder_lib.patch_embed(x, c.encoder.width, (c.patch, c.patch), self.dtype,
                                 self.param_dtype, "patch_embed")
     b, h, w, d = x.shape
     x = x + encoder_lib.position_embedding(self, "position_embedding", (1, h, w, d))

@@ -1,0 +1,35 @@
+"""STSTNet: Shallow Triple Stream Three-dimensional CNN (Liong, See, Wong, Phan, MEGC2019).
+
+Input: the 28 x 28 onset->apex u, v and optical strain stacked as three channels. Three
+parallel streams of one convolution each (3, 5 and 8 filters) with ReLU and batch norm, each
+max-pooled (3 x 3, stride 3); the streams are concatenated (16 channels), average-pooled
+(2 x 2, stride 2) and flattened into one dense layer to the 3 classes. The paper's streams all
+use 3 x 3 kernels with padding 2 (28 -> 30 -> 10 -> 5), about 1,700 parameters; `kernels`
+lets the 3/5/7 variant be tried.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class STSTNet(nn.Module):
+  num_classes: int = 3
+  filters: Sequence[int] = (3, 5, 8)
+  kernels: Sequence[int] = (3, 3, 3)
+  dropout: float = 0.5
+
+  @nn.compact
+  def __call__(self, flow, train: bool = False):
+    """flow (B, 28, 28, 3) -> logits (B, num_classes)."""
+    streams = []
+    for i, (f, k) in enumerate(zip(self.filters, self.kernels)):
+      pad = k // 2 + 1  # k = 3: padding 2, as the paper's 28 -> 30
+      x = nn.Conv(f, (k, k), padding=pad, name=f"conv{i}")(flow)
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(nn.relu(x))
+      x = nn.max_pool(x, (3, 3), (3, 3), padding=((1, 1), (1, 1)))
+      streams.append(x)
+    x = nn.avg_pool(jnp.concatenate(streams, -1), (2, 2), (2, 2))
+    x = nn.Dropout(self.dropout, deterministic=not train)(x.reshape(x.shape[0], -1))
+    return nn.Dense(self.num_classes, name="fc")(x)
