@@ -60,7 +60,7 @@ def optimizer(settings: dict, total_steps: int, warmup_steps: int, frozen=()):
                                lambda params: optimizer_lib.param_labels(params, tuple(frozen)))
 
 
-def run_model(cfg, name: str, clips, plan, tokenizer, mesh, log=print) -> dict:
+def run_model(cfg, name: str, clips, plan, tokenizer, mesh, log=lambda line: print(line, flush=True)) -> dict:
   """Trains `name` on every fold of `plan`; returns its scores and per-epoch probabilities."""
   settings = model_settings(cfg, name)
   classes = emotions.SCHEMES[cfg.data.scheme]
@@ -80,7 +80,8 @@ def run_model(cfg, name: str, clips, plan, tokenizer, mesh, log=print) -> dict:
   start = time.time()
   logits, losses = folds_lib.train_folds(
       spec, tx, data, np.tile(weights, (ensemble, 1)), np.tile(idx, (ensemble, 1)), schedule, augment,
-      cfg.seed, mesh, on_epoch=lambda e, loss: log(f"{name}: epoch {e + 1}/{schedule.epochs} loss {loss.mean():.4f}"))
+      cfg.seed, mesh, on_epoch=lambda e, loss: log(f"{name}: epoch {e + 1}/{schedule.epochs} loss {loss.mean():.4f} "
+                                                   f"({time.time() - start:.0f} s)"))
   seconds = time.time() - start
   e, f = logits.shape[0], plan.num_folds
   probs = fold_scores.softmax(logits).reshape(e, ensemble, f, *logits.shape[2:]).mean(1)
@@ -164,7 +165,7 @@ def run(cfg, workdir: str, builder=None) -> dict:
                         tuple(cfg.folds.subjects))
   mesh = folds_lib.fold_mesh()
   print(f"{cfg.data.name}: {len(clips)} clips, {plan.num_folds} folds ({plan.mode}), models {', '.join(models)}, "
-        f"{mesh.size} device(s)")
+        f"{mesh.size} device(s)", flush=True)
   results = []
   for i, name in enumerate(models):
     out = run_model(cfg, name, clips, plan, tokenizer, mesh)
@@ -175,7 +176,7 @@ def run(cfg, workdir: str, builder=None) -> dict:
     if "optimistic" in result:
       line += f"   [optimistic, test-fold epoch choice: UF1 {result['optimistic']['uf1']:.4f} " \
               f"UAR {result['optimistic']['uar']:.4f}]"
-    print(line + f"   ({result['train_seconds']} s)")
+    print(line + f"   ({result['train_seconds']} s)", flush=True)
   first = results[0]
   first["wall_seconds"] = round(time.time() - start, 1)
   first["models"] = {r["model"]: {k: r[k] for k in ("uf1", "uar", "per_dataset", "train_seconds")}

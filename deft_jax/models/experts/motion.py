@@ -23,8 +23,8 @@ from deft_jax.facs import catalogue, regions
 from deft_jax.models.experts import encoder as encoder_lib
 
 POOLINGS = ("mean", "attention")
-# "patch": the flow is cut into patches directly; "conv": two 3x3 convolutions first, a local
-# inductive bias for small (28 px) flow fields as the STSTNet/HTNet peers use.
+# "patch": the flow is cut into patches directly; "conv": a 3x3 convolution (stem_width
+# channels, GELU) first, a local inductive bias for small (28 px) flow fields as STSTNet uses.
 STEMS = ("patch", "conv")
 
 
@@ -36,6 +36,7 @@ class MotionConfig:
   flow_scale: float = 1.0  # px that count as one unit of input
   pooling: str = "mean"
   stem: str = "patch"
+  stem_width: int = 16
 
   def __post_init__(self):
     if self.pooling not in POOLINGS:
@@ -46,7 +47,8 @@ class MotionConfig:
 
 def config_from(node) -> MotionConfig:
   return MotionConfig(encoder_lib.EncoderConfig(**node.encoder.to_dict()), node.flow_size, node.patch,
-                      node.flow_scale, node.pooling, node.get("stem", "patch"))
+                      node.flow_scale, node.pooling, node.get("stem", "patch"),
+                      node.get("stem_width", 16))
 
 
 def region_weights(size: int, patch: int) -> np.ndarray:
@@ -89,11 +91,10 @@ class MotionExpert(nn.Module):
     c = self.config
     x = flow / c.flow_scale
     if c.stem == "conv":
-      for i, width in enumerate((c.encoder.width // 2, c.encoder.width // 2)):
-        x = nn.gelu(nn.Conv(width, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype,
-                            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None,) * 4),
-                            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
-                            name=f"stem_conv{i}")(x))
+      x = nn.gelu(nn.Conv(c.stem_width, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype,
+                          kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None,) * 4),
+                          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
+                          name="stem_conv")(x))
     x = encoder_lib.patch_embed(x, c.encoder.width, (c.patch, c.patch), self.dtype,
                                 self.param_dtype, "patch_embed")
     b, h, w, d = x.shape
