@@ -190,10 +190,19 @@ def test_composite_job_end_to_end_on_a_fake_layout(tmp_path):
           "--config.data.name=megc2019_composite/f56"]
   assert cli.main(args) == 0
   results = json.loads((work / "results.json").read_text())
-  assert results["model"] == "deft" and results["num_test_clips"] == len(fake.ROWS) and results["num_folds"] == 6
+  assert results["model"] == "deft" and results["num_test_clips"] == len(fake.ROWS) and results["num_folds"] == 5
   assert set(results["per_dataset"]) == {"casme2", "smic", "samm"}
   assert "OPTIMISTIC" in results["optimistic"]["note"] and set(results["models"]) == {"deft", "ststnet"}
   log = log_lib.read(work / "predictions.csv")
   assert len(log) == len(fake.ROWS) and len(set(log.clip)) == len(fake.ROWS)
   assert (work / "peers" / "ststnet" / "results.json").exists() and (work / "report" / "README.md").exists()
   assert cli.main(["score", str(work / "predictions.csv")]) == 0
+
+
+def test_patch_conv_equals_flax_conv():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 28, 28, 3)), jnp.float32)
+  for k, pad in ((3, 2), (5, 3)):
+    ours = ststnet.PatchConv(4, k, pad)
+    v = ours.init(jax.random.key(1), x)
+    ref = nn.Conv(4, (k, k), padding=pad).apply({"params": v["params"]}, x)
+    np.testing.assert_allclose(ours.apply(v, x), ref, rtol=1e-5, atol=1e-5)
