@@ -8,9 +8,10 @@ compiled program per model (deft_jax/train/folds.py), and writes DIR/results.jso
 UAR over the 442 clips, per dataset, the optimistic HTNet-protocol score beside them),
 DIR/predictions.csv, DIR/peers/<model>/, DIR/summary.md and DIR/report/.
 
-Every setting here was fixed before any test score was seen, or chosen by the nested
-validation (folds.mode="validation": each outer fold also holds out a group of its training
-subjects and scores them; docs/RESULTS.md lists what was tried and the validation figures).
+Every setting here was fixed a priori, and changed only to cut cost; none was chosen on a test
+score (docs/RESULTS.md lists what was run). Choose new settings with the nested validation
+(folds.mode="validation": each outer fold also holds out a group of its training subjects and
+scores them instead of its test subject), never on test scores.
 
 Variants: "" (the default real job) and "tiny" (seconds; for tests on a fake layout).
 """
