@@ -13,11 +13,15 @@ from deft_jax.facs import catalogue
 SIDE_NONE, SIDE_BOTH, SIDE_LEFT, SIDE_RIGHT = 0, 1, 2, 3
 
 
-def clip_features(num_frames: int, size: int, extra: dict | None = None) -> tfds.features.FeaturesDict:
+def clip_features(num_frames: int, size: int, extra: dict | None = None,
+                  flow_size: int | None = None) -> tfds.features.FeaturesDict:
   """Features of one clip: T frames between onset and offset, onset->apex flow, labels.
 
   frames[onset_index] is the onset and frames[apex_index] the apex. `flow` is onset->apex
   (dx, dy) in pixels at the frame resolution, so frames[apex](x + flow(x)) ~ frames[onset](x).
+  `flow_size` (default: `size`) stores flow and strain at their own size, for datasets that
+  ship flow measured at another resolution than their faces (the MEGC2019 composite: 28 px
+  flow beside 224 px crops); such a builder documents the flow's units.
   AU vectors follow `catalogue.AU_NUMBERS`; intensity 0 is unknown, 1..5 are FACS A..E.
   `landmarks` are the face's 68 points (dlib's order) on the onset frame in canonical
   coordinates of the crop (facs/regions.py), where its AU regions are placed; a builder that
@@ -25,13 +29,14 @@ def clip_features(num_frames: int, size: int, extra: dict | None = None) -> tfds
   (emotions.label), so a new scheme needs no rebuild.
   """
   t, s, n = num_frames, size, catalogue.NUM_AUS
+  f = flow_size or size
   feats = {
       "frames": tfds.features.Tensor(shape=(t, s, s, 3), dtype=np.uint8),
       "onset_index": np.int32,
       "apex_index": np.int32,
       "offset_index": np.int32,
-      "flow": tfds.features.Tensor(shape=(s, s, 2), dtype=np.float32),
-      "strain": tfds.features.Tensor(shape=(s, s), dtype=np.float32),
+      "flow": tfds.features.Tensor(shape=(f, f, 2), dtype=np.float32),
+      "strain": tfds.features.Tensor(shape=(f, f), dtype=np.float32),
       "aus": tfds.features.Tensor(shape=(n,), dtype=np.uint8),
       "au_intensity": tfds.features.Tensor(shape=(n,), dtype=np.uint8),
       "au_side": tfds.features.Tensor(shape=(n,), dtype=np.uint8),

@@ -29,6 +29,9 @@ from deft_jax.models.experts import encoder as encoder_lib
 from deft_jax.models.experts import registry
 
 POOLINGS = ("mean", "attention")
+# "patch": the flow is cut into patches directly; "conv": a 3x3 convolution (stem_width
+# channels, GELU) first, a local inductive bias for small (28 px) flow fields as STSTNet uses.
+STEMS = ("patch", "conv")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,15 +41,20 @@ class MotionConfig:
   patch: int = 8
   flow_scale: float = 1.0  # px that count as one unit of input
   pooling: str = "mean"
+  stem: str = "patch"
+  stem_width: int = 16
 
   def __post_init__(self):
     if self.pooling not in POOLINGS:
       raise ValueError(f"motion pooling {self.pooling!r}; use one of {POOLINGS}")
+    if self.stem not in STEMS:
+      raise ValueError(f"motion stem {self.stem!r}; use one of {STEMS}")
 
 
 def config_from(node) -> MotionConfig:
   return MotionConfig(encoder_lib.EncoderConfig(**node.encoder.to_dict()), node.flow_size, node.patch,
-                      node.flow_scale, node.pooling)
+                      node.flow_scale, node.pooling, node.get("stem", "patch"),
+                      node.get("stem_width", 16))
 
 
 def region_weights(size: int, patch: int) -> np.ndarray:
@@ -112,7 +120,13 @@ class MotionExpert(nn.Module):
     -> (region tokens (B, R, width), {"au_logits": (B, NUM_AUS)})."""
     c = self.config
     flow = registry.resize_flow(flow.astype(jnp.float32), c.flow_size)
-    x = encoder_lib.patch_embed(flow / c.flow_scale, c.encoder.width, (c.patch, c.patch), self.dtype,
+    x = flow / c.flow_scale
+    if c.stem == "conv":
+      x = nn.gelu(nn.Conv(c.stem_width, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype,
+                          kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None,) * 4),
+                          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
+                          name="stem_conv")(x))
+    x = encoder_lib.patch_embed(x, c.encoder.width, (c.patch, c.patch), self.dtype,
                                 self.param_dtype, "patch_embed")
     b, h, w, d = x.shape
     x = x + encoder_lib.position_embedding(self, "position_embedding", (1, h, w, d))

@@ -1,0 +1,56 @@
+"""Honest and optimistic scores of the fold program's per-epoch predictions.
+
+honest:     every fold's model at the last epoch of the fixed schedule (MEGC2019 protocol);
+optimistic: each fold's epoch chosen by its own test clips (the most correct predictions, the
+            first such epoch), as HTNet and CausalNet score themselves. It looks at the test
+            labels to choose, so it is printed beside the honest score only to show the gap.
+Both pool one confusion matrix over all folds (eval.metrics.pooled).
+"""
+
+import numpy as np
+
+from deft_jax.eval import metrics
+
+OPTIMISTIC_NOTE = ("OPTIMISTIC: each subject's epoch chosen on that subject's test clips (HTNet protocol); "
+                   "not a valid estimate, shown only beside the honest score")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+  z = np.exp(logits - logits.max(-1, keepdims=True))
+  return z / z.sum(-1, keepdims=True)
+
+
+def flatten(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """(F, M, ...) -> (K, ...): the masked entries fold by fold."""
+  return values[mask]
+
+
+def best_epochs(probs: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """(F,) epoch of each fold with the most correct predictions on its own scored clips."""
+  correct = ((probs.argmax(-1) == truth[None]) & mask[None]).sum(-1)  # (E, F)
+  return correct.argmax(0)
+
+
+def score(probs: np.ndarray, idx: np.ndarray, mask: np.ndarray, labels: np.ndarray, datasets, num_classes: int):
+  """probs (E, F, M, C) of the clips idx (F, M) (mask: real entries) -> honest and optimistic
+  pooled scores, and the honest per-clip rows (clip index, truth, prediction, probs)."""
+  truth = labels[idx]
+  datasets = np.asarray(datasets)
+  last = probs[-1]
+  honest = metrics.pooled(truth[mask], last.argmax(-1)[mask], num_classes, datasets[idx][mask])
+  best = best_epochs(probs, truth, mask)
+  chosen = probs[best, np.arange(probs.shape[1])]  # (F, M, C)
+  optimistic = metrics.pooled(truth[mask], chosen.argmax(-1)[mask], num_classes, datasets[idx][mask])
+  rows = {"index": idx[mask], "truth": truth[mask], "prediction": last.argmax(-1)[mask], "probs": last[mask]}
+  return honest, optimistic, best, rows
+
+
+def curve(probs: np.ndarray, idx: np.ndarray, mask: np.ndarray, labels: np.ndarray, num_classes: int) -> list:
+  """Pooled UF1 and UAR after every epoch (for validation scores only: choosing a schedule on
+  a test curve would be test-fold selection)."""
+  truth = labels[idx][mask]
+  out = []
+  for p in probs:
+    s = metrics.scores(metrics.confusion(truth, p.argmax(-1)[mask], num_classes))
+    out.append({"uf1": round(s["uf1"], 4), "uar": round(s["uar"], 4)})
+  return out

@@ -1,0 +1,72 @@
+"""Every labelled clip of a dataset in memory, as the arrays the fold program gathers from.
+
+The composite is small (442 clips), so the fold program keeps the whole dataset on device and
+each fold draws its batches by index: no input pipeline between steps. The answer text is the
+record's own (`answer`, e.g. megc2019_composite's flow-only answers) or, for datasets without
+one, written from its AU labels. Evaluation text is the instruction alone (no answer tokens).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from deft_jax.data import answers, pipeline
+from deft_jax.facs import emotions
+
+
+@dataclasses.dataclass(frozen=True)
+class Clips:
+  """N clips: `arrays` maps a batch field to an (N, ...) array; names for logs and folds."""
+  arrays: dict
+  subject: tuple[str, ...]
+  clip: tuple[str, ...]
+  dataset: tuple[str, ...]
+
+  @property
+  def label(self) -> np.ndarray:
+    return self.arrays["label"]
+
+  def __len__(self):
+    return len(self.subject)
+
+
+def _text(x) -> str:
+  return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _answer(record, scheme: str) -> str:
+  label = emotions.SCHEMES[scheme][pipeline.record_label(record, scheme)]
+  if "answer" in record:
+    return _text(record["answer"])
+  emotion = _text(record["emotion"])
+  a = answers.answer_from_labels(record["aus"], record["au_side"], emotion, scheme)
+  return answers.format_answer(dataclasses.replace(a, emotion=label))
+
+
+def load(source, scheme: str, tokenizer=None, max_text_len: int = 0, face_size: int = 0) -> Clips:
+  """The labelled clips of `source` (a TFDS data source): flow (N, S, S, 3) = (u, v, strain),
+  face (N, face_size, face_size, 3) uint8 (the apex frame; 0: as stored), labels and, with a
+  tokenizer, the training text (instruction + answer) and the evaluation text (instruction)."""
+  records = [source[i] for i in range(len(source))]
+  records = [r for r in records if pipeline.record_label(r, scheme) >= 0]
+  if not records:
+    raise ValueError(f"no clip has a class of scheme {scheme!r}")
+  flow = np.stack([np.concatenate([r["flow"], r["strain"][..., None]], -1) for r in records]).astype(np.float32)
+  face = np.stack([r["frames"][int(r["apex_index"])] for r in records])
+  if face_size and face.shape[1] != face_size:
+    face = np.asarray(jax.image.resize(jnp.asarray(face, jnp.float32), (len(face), face_size, face_size, 3),
+                                       "linear", antialias=True).round().clip(0, 255), np.uint8)
+  arrays = {"flow": flow, "face": face, "label": np.array([pipeline.record_label(r, scheme) for r in records], np.int32),
+            "aus": np.stack([r["aus"] for r in records]).astype(np.float32)}
+  if tokenizer is not None:
+    layout = pipeline.text_layout(tokenizer, max_text_len)
+    prompt = answers.INSTRUCTIONS[0]
+    train = [pipeline.encode_text(tokenizer, layout, prompt, _answer(r, scheme)) for r in records]
+    test = [pipeline.encode_text(tokenizer, layout, prompt, None) for r in records]
+    for key in train[0]:
+      arrays[key] = np.stack([t[key] for t in train])
+      arrays[f"eval_{key}"] = np.stack([t[key] for t in test])
+  return Clips(arrays, tuple(_text(r["subject"]) for r in records), tuple(_text(r["clip_id"]) for r in records),
+               tuple(_text(r["source"]) for r in records))

@@ -1,0 +1,87 @@
+"""The models the fold program trains, behind one interface: DEFT and the published peers.
+
+A `Spec` gives, for one fold, init(rng) -> variables, loss(variables, batch, rng) -> (loss,
+(terms, updated non-param collections)) and logits(variables, batch) -> (B, C) emotion logits,
+over a batch gathered from fold_data.Clips (flow, face, label, text...). The fold program
+vmaps them over folds.
+"""
+
+import dataclasses
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from deft_jax.models.peers import offapexnet, ststnet
+from deft_jax.train import losses, state as state_lib
+
+PEERS = {"ststnet": ststnet.STSTNet, "offapexnet": offapexnet.OffApexNet}
+MODELS = ("deft",) + tuple(PEERS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  name: str
+  init: Callable
+  loss: Callable
+  logits: Callable
+  frozen: tuple[str, ...] = ()  # param path regexes the optimizer keeps fixed
+
+
+def _ce(logits, labels, smoothing: float):
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing) if smoothing else \
+      jax.nn.one_hot(labels, logits.shape[-1])
+  return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def peer(name: str, num_classes: int, sample: dict, smoothing: float = 0.0) -> Spec:
+  """A peer network over the flow alone (u, v, strain)."""
+  module = PEERS[name](num_classes=num_classes)
+
+  def init(rng):
+    return dict(module.init({"params": rng, "dropout": rng}, sample["flow"][:1], train=False))
+
+  def loss(variables, batch, rng):
+    mutable = [k for k in variables if k != "params"]
+    logits, updated = module.apply(variables, batch["flow"], train=True, rngs={"dropout": rng}, mutable=mutable)
+    ce = _ce(logits, batch["label"], smoothing)
+    return ce, ({"emotion": ce}, dict(updated))
+
+  def logits(variables, batch):
+    return module.apply(variables, batch["flow"], train=False)
+
+  return Spec(name, init, loss, logits)
+
+
+def deft_batch(batch: dict, evaluation: bool) -> dict:
+  """The DEFT model's batch from gathered clips: the face as both keyframes (the composite
+  ships one crop per clip) and, in evaluation, the instruction without any answer token."""
+  face = batch["face"]
+  prefix = "eval_" if evaluation else ""
+  return {"keyframes": jnp.stack([face, face], axis=1), "flow": batch["flow"], "aus": batch["aus"],
+          "label": batch["label"], **{k: batch[prefix + k] for k in ("text_ids", "text_mask", "loss_mask", "prompt_len")}}
+
+
+def deft(cfg, tokenizer, sample: dict, smoothing: float = 0.0) -> Spec:
+  """DEFT as configured (experts -> projectors -> LLM + LoRA) with its hybrid loss."""
+  model = state_lib.make_model(cfg, tokenizer)
+  weights = dict(cfg.loss)
+
+  def init(rng):
+    return {"params": nn.meta.unbox(model.init(rng, deft_batch(jax.tree.map(lambda x: x[:1], sample), False))["params"])}
+
+  def loss(variables, batch, rng):
+    b = deft_batch(batch, False)
+    out = model.apply(variables, b, deterministic=False, rngs={"dropout": rng})
+    total, terms = losses.hybrid_loss(out, b, weights)
+    if smoothing and weights.get("emotion", 0.0):  # the emotion term with smoothed targets
+      smooth = _ce(out["emotion_logits"], b["label"], smoothing)
+      total = total + weights["emotion"] * (smooth - terms["emotion"])
+    return total, (terms, {})
+
+  def logits(variables, batch):
+    return model.apply(variables, deft_batch(batch, True))["emotion_logits"]
+
+  return Spec("deft", init, loss, logits, tuple(cfg.optim.frozen))

@@ -1,0 +1,225 @@
+"""Every fold's model trained in one compiled program: folds are a batch axis over parameters.
+
+Leave-one-subject-out on the composite is 68 trainings of a small model on ~435 clips each; run
+one after another, each pays its own compile and its own tiny, badly-used steps. Here the
+parameters and optimizer state of all folds are stacked on a leading axis, and one jitted epoch
+(a scan over steps) is vmapped over it. Each fold draws its training batches from the whole
+dataset (kept on device) with per-fold example weights that are zero on its held-out subjects,
+so a fold never trains on a clip of its own test subjects; the fold axis is sharded over the
+devices. After every epoch each fold's model scores its scored clips (test, or validation) and
+the logits come back, so the honest (fixed last epoch) and the optimistic (per-subject best
+epoch, HTNet's protocol) predictions are both available.
+
+Nested validation (mode "validation"): for each outer fold, one group of its training subjects
+is also held out of training and scored instead of the test subjects; pooled validation scores
+choose settings without a test clip ever being looked at.
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+MODES = ("test", "validation")
+BALANCE = ("sample", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldPlan:
+  """F folds over N clips: which clips each fold trains on and which it scores."""
+  names: tuple[str, ...]  # the held-out (test) subjects of each fold, joined by '+'
+  train: np.ndarray  # (F, N) bool
+  scored: np.ndarray  # (F, N) bool: test clips (mode test) or validation clips
+  test: np.ndarray  # (F, N) bool: the fold's test subjects' clips
+  mode: str
+
+  @property
+  def num_folds(self) -> int:
+    return len(self.names)
+
+
+def plan(subjects, mode: str = "test", num_folds: int = 0, val_groups: int = 5, seed: int = 0,
+         subject_list=()) -> FoldPlan:
+  """Folds over the clips' `subjects`: one per subject (num_folds 0: LOSO) or num_folds groups
+  of subjects (a seeded shuffle); subject_list limits the test folds to those subjects."""
+  if mode not in MODES:
+    raise ValueError(f"folds.mode must be one of {MODES}, got {mode!r}")
+  subjects = np.asarray(subjects)
+  names = sorted(set(subjects.tolist()))
+  unknown = sorted(set(subject_list) - set(names))
+  if unknown:
+    raise ValueError(f"folds.subjects: subject(s) {unknown} have no clips; known: {names[:5]} ...")
+  if num_folds:
+    if not 2 <= num_folds <= len(names):
+      raise ValueError(f"folds.num_folds={num_folds}: needs 2..{len(names)} (the subjects)")
+    order = np.random.default_rng(seed).permutation(names)
+    groups = [sorted(order[i::num_folds].tolist()) for i in range(num_folds)]
+  else:
+    groups = [[s] for s in names]
+  if subject_list:
+    groups = [g for g in groups if set(g) & set(subject_list)]
+  test = np.stack([np.isin(subjects, g) for g in groups])
+  train, scored = ~test, test
+  if mode == "validation":
+    if val_groups < 2:
+      raise ValueError(f"folds.val_groups={val_groups}: needs at least 2")
+    # A fixed assignment of subjects to validation groups, independent of the run's seed.
+    order = np.random.default_rng(12345).permutation(names)
+    vgroups = [set(order[i::val_groups].tolist()) for i in range(val_groups)]
+    scored = []
+    for f, g in enumerate(groups):
+      val = vgroups[f % val_groups] - set(g) or vgroups[(f + 1) % val_groups] - set(g)
+      scored.append(np.isin(subjects, sorted(val)))
+    scored = np.stack(scored)
+    train = ~test & ~scored
+  if not train.any(1).all():
+    raise ValueError("a fold has no training clips left")
+  return FoldPlan(tuple("+".join(g) for g in groups), train, scored, test, mode)
+
+
+def sampling_weights(train: np.ndarray, labels: np.ndarray, balance: str) -> np.ndarray:
+  """(F, N) probabilities of drawing each clip into a fold's batch: 0 outside its training
+  clips; "sample" makes every class equally likely (inverse class frequency in the fold)."""
+  if balance not in BALANCE:
+    raise ValueError(f"folds.balance must be one of {BALANCE}, got {balance!r}")
+  w = train.astype(np.float64)
+  if balance == "sample":
+    onehot = np.eye(labels.max() + 1)[labels]  # (N, C)
+    counts = w @ onehot  # (F, C)
+    w = w / np.maximum(counts @ onehot.T, 1.0)
+  return (w / w.sum(1, keepdims=True)).astype(np.float32)
+
+
+def scored_indices(scored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(F, M) indices of each fold's scored clips, padded with 0, and their (F, M) mask."""
+  m = max(int(scored.sum(1).max()), 1)
+  idx = np.zeros((len(scored), m), np.int32)
+  mask = np.zeros((len(scored), m), bool)
+  for f, row in enumerate(scored):
+    where = np.flatnonzero(row)
+    idx[f, :len(where)], mask[f, :len(where)] = where, True
+  return idx, mask
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+  """Per-clip training augmentation, inside the compiled step.
+
+  flip: mirror left-right with probability 1/2; the horizontal flow u changes sign (for the
+    per-clip min-max flow of the composite, u in [-1, 1] maps to -u exactly).
+  shift: translation up to this many pixels (uniform, each axis); scale: zoom by up to this
+    share. Applied alike to flow and face (bilinear, zero outside).
+  """
+  flip: bool = True
+  shift: float = 0.0
+  scale: float = 0.0
+
+  def __call__(self, batch, rng):
+    flow, face = batch["flow"], batch["face"].astype(jnp.float32)
+    kf, ka = jax.random.split(rng)
+    if self.flip:
+      flip = jax.random.bernoulli(kf, 0.5, (flow.shape[0],))[:, None, None, None]
+      flow = jnp.where(flip, flow[:, :, ::-1] * jnp.array([-1.0, 1.0, 1.0]), flow)
+      face = jnp.where(flip, face[:, :, ::-1], face)
+    if self.shift or self.scale:
+      u = jax.random.uniform(ka, (flow.shape[0], 3), minval=-1.0, maxval=1.0)
+      zoom = 1.0 + self.scale * u[:, 0]
+      flow = jax.vmap(_affine)(flow, zoom, self.shift * u[:, 1:])
+      face = jax.vmap(_affine)(face, zoom, self.shift * u[:, 1:] * face.shape[1] / flow.shape[1])
+    return {**batch, "flow": flow, "face": jnp.clip(jnp.round(face), 0, 255).astype(jnp.uint8)}
+
+
+def _affine(image, zoom, shift):
+  """Zoom about the centre, then shift (pixels), keeping the shape."""
+  size = jnp.array(image.shape[:2], jnp.float32)
+  translation = (1.0 - zoom) * size / 2 + shift
+  return jax.image.scale_and_translate(image, image.shape, (0, 1), jnp.stack([zoom, zoom]), translation,
+                                       "linear", antialias=False)
+
+
+def fold_mesh(devices=None) -> jax.sharding.Mesh:
+  devices = jax.devices() if devices is None else devices
+  return jax.sharding.Mesh(np.asarray(devices), ("folds",))
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  batch_size: int
+  steps_per_epoch: int
+  epochs: int
+
+
+def make_epoch(spec, tx, augment: Augment, schedule: Schedule):
+  """epoch(variables, opt_state, data, weights, idx, key) for ONE fold -> (variables, opt_state,
+  mean loss, scored logits (M, C)); the fold program vmaps it."""
+
+  def step(carry, key):
+    variables, opt_state, data, weights = carry
+    k_idx, k_aug, k_drop = jax.random.split(key, 3)
+    n = weights.shape[0]
+    rows = jax.random.choice(k_idx, n, (schedule.batch_size,), p=weights)
+    batch = augment(jax.tree.map(lambda x: x[rows], data), k_aug)
+
+    def loss_fn(params):
+      return spec.loss({**variables, "params": params}, batch, k_drop)
+
+    (loss, (_, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+    updates, opt_state = tx.update(grads, opt_state, variables["params"])
+    variables = {**variables, **updated, "params": optax.apply_updates(variables["params"], updates)}
+    return (variables, opt_state, data, weights), loss
+
+  def epoch(variables, opt_state, data, weights, idx, key):
+    keys = jax.random.split(key, schedule.steps_per_epoch)
+    (variables, opt_state, _, _), loss = jax.lax.scan(step, (variables, opt_state, data, weights), keys)
+    logits = spec.logits(variables, jax.tree.map(lambda x: x[idx], data))
+    return variables, opt_state, loss.mean(), logits.astype(jnp.float32)
+
+  return epoch
+
+
+def train_folds(spec, tx, data: dict, weights: np.ndarray, idx: np.ndarray, schedule: Schedule,
+                augment: Augment, seed: int, mesh=None, fold_ids=None, on_epoch=None):
+  """Trains one model per row of `weights` (F, N) in one program; returns the (E, F, M, C)
+  logits of each fold's `idx` (F, M) clips after every epoch and the (E, F) mean train loss.
+
+  The fold axis is padded to a multiple of the mesh's devices (copies of fold 0, dropped
+  after) and sharded over them; `data` is replicated. Fold f's random draws depend only on
+  (seed, fold_ids[f]) (default f), so a fold's model is the same whether trained here beside
+  the others or alone.
+  """
+  mesh = mesh or fold_mesh()
+  f = len(weights)
+  pad = -f % mesh.size
+  fold_ids = np.arange(f) if fold_ids is None else np.asarray(fold_ids)
+  weights, idx, fold_ids = (np.concatenate([x, np.repeat(x[:1], pad, 0)]) for x in (weights, idx, fold_ids))
+  folds, replicated = NamedSharding(mesh, P("folds")), NamedSharding(mesh, P())
+  fold_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.asarray(fold_ids))
+
+  def init(keys):
+    variables = jax.vmap(spec.init)(jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys))
+    return variables, jax.vmap(tx.init)(variables["params"])
+
+  variables, opt_state = jax.jit(init, out_shardings=folds)(jax.device_put(fold_keys, folds))
+  data = jax.device_put(data, replicated)
+  weights, idx = jax.device_put(jnp.asarray(weights), folds), jax.device_put(jnp.asarray(idx), folds)
+  epoch = jax.jit(jax.vmap(make_epoch(spec, tx, augment, schedule), in_axes=(0, 0, None, 0, 0, 0)),
+                  in_shardings=(folds, folds, replicated, folds, folds, folds),
+                  out_shardings=(folds, folds, folds, folds), donate_argnums=(0, 1))
+  logits, losses = [], []
+  for e in range(schedule.epochs):
+    keys = jax.device_put(jax.vmap(lambda k: jax.random.fold_in(k, e + 1))(fold_keys), folds)
+    variables, opt_state, loss, out = epoch(variables, opt_state, data, weights, idx, keys)
+    logits.append(np.asarray(out)[:f])
+    losses.append(np.asarray(loss)[:f])
+    if on_epoch:
+      on_epoch(e, losses[-1])
+  return np.stack(logits), np.stack(losses)
+
+
+def steps_per_epoch(train: np.ndarray, batch_size: int) -> int:
+  """One nominal pass over a fold's training clips (the mean over folds)."""
+  return max(1, math.ceil(train.sum(1).mean() / batch_size))

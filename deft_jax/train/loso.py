@@ -1,0 +1,192 @@
+"""The fold-parallel LOSO job: `deft-jax train` with a config that has a `folds` node.
+
+Builds the data if needed, loads every clip, trains each configured model (DEFT and the peers)
+on identical folds with the fold program (train/folds.py), and writes into the workdir:
+  results.json        the first model's pooled scores (uf1, uar, num_test_clips, per_dataset),
+                      the optimistic score beside it, wall time, and every model's summary;
+  predictions.csv     the first model's per-clip log (dataset, subject, clip, truth, prediction);
+  peers/NAME/         the same two files for every other model;
+  epochs_NAME.npz     per-epoch probabilities of every fold's scored clips (to re-score);
+  summary.md, report/ a table of all models (honest and optimistic) and `deft-jax report`.
+In folds.mode "validation" no test clip is scored: the scores are nested-validation ones and
+results.json says so (`protocol`), with the pooled validation curve over epochs.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+import optax
+
+from deft_jax.data import build, selection
+from deft_jax.eval import fold_scores, log as log_lib
+from deft_jax.facs import emotions
+from deft_jax.train import fold_data, fold_models, folds as folds_lib, optimizer as optimizer_lib
+
+
+def source_of(cfg, builder):
+  splits = cfg.data.train_split
+  if cfg.data.test_split and cfg.data.test_split != cfg.data.train_split:
+    splits = f"{cfg.data.train_split}+{cfg.data.test_split}"
+  try:
+    return builder.as_data_source(split=splits)
+  except ValueError as e:
+    raise build.DatasetError(f"{cfg.data.name}: cannot read splits {splits!r} ({e})") from None
+
+
+def model_settings(cfg, name: str) -> dict:
+  """Schedule and optimizer of one model: DEFT's from folds/optim, a peer's from peers.NAME."""
+  if name == "deft":
+    f = cfg.folds
+    return dict(epochs=f.epochs, batch_size=f.batch_size, learning_rate=cfg.optim.learning_rate,
+                weight_decay=cfg.optim.weight_decay, warmup_epochs=f.warmup_epochs, ensemble=f.ensemble,
+                smoothing=f.label_smoothing)
+  if name not in cfg.peers:
+    raise ValueError(f"folds.models: {name!r} is not a model; known: {fold_models.MODELS}")
+  return dict(cfg.peers[name])
+
+
+def optimizer(settings: dict, total_steps: int, warmup_steps: int, frozen=()):
+  if settings.get("cosine", True):
+    schedule = optax.warmup_cosine_decay_schedule(0.0, settings["learning_rate"],
+                                                  max(min(warmup_steps, total_steps - 1), 1),
+                                                  max(total_steps, 2))
+  else:
+    schedule = settings["learning_rate"]
+  train = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=settings["weight_decay"]))
+  return optax.multi_transform({"train": train, "frozen": optax.set_to_zero()},
+                               lambda params: optimizer_lib.param_labels(params, tuple(frozen)))
+
+
+def run_model(cfg, name: str, clips, plan, tokenizer, mesh, log=lambda line: print(line, flush=True)) -> dict:
+  """Trains `name` on every fold of `plan`; returns its scores and per-epoch probabilities."""
+  settings = model_settings(cfg, name)
+  classes = emotions.SCHEMES[cfg.data.scheme]
+  data = {k: v for k, v in clips.arrays.items()}
+  if name == "deft":
+    spec = fold_models.deft(cfg, tokenizer, data, settings["smoothing"])
+  else:
+    data = {k: data[k] for k in ("flow", "face", "label")}
+    spec = fold_models.peer(name, len(classes), data, settings.get("smoothing", 0.0))
+  ensemble = int(settings.get("ensemble", 1))
+  weights = folds_lib.sampling_weights(plan.train, clips.label, cfg.folds.balance)
+  idx, mask = folds_lib.scored_indices(plan.scored)
+  steps = folds_lib.steps_per_epoch(plan.train, settings["batch_size"])
+  schedule = folds_lib.Schedule(settings["batch_size"], steps, settings["epochs"])
+  tx = optimizer(settings, steps * schedule.epochs, steps * settings.get("warmup_epochs", 0), spec.frozen)
+  augment = folds_lib.Augment(**cfg.folds.augment)
+  start = time.time()
+  logits, losses = folds_lib.train_folds(
+      spec, tx, data, np.tile(weights, (ensemble, 1)), np.tile(idx, (ensemble, 1)), schedule, augment,
+      cfg.seed, mesh, on_epoch=lambda e, loss: log(f"{name}: epoch {e + 1}/{schedule.epochs} loss {loss.mean():.4f} "
+                                                   f"({time.time() - start:.0f} s)"))
+  seconds = time.time() - start
+  e, f = logits.shape[0], plan.num_folds
+  probs = fold_scores.softmax(logits).reshape(e, ensemble, f, *logits.shape[2:]).mean(1)
+  return dict(name=name, settings=settings, steps_per_epoch=steps, probs=probs, idx=idx, mask=mask,
+              losses=losses.reshape(e, ensemble, f).mean(1), seconds=seconds)
+
+
+def summarise(cfg, out: dict, clips, plan) -> dict:
+  classes = emotions.SCHEMES[cfg.data.scheme]
+  probs, idx, mask = out["probs"], out["idx"], out["mask"]
+  honest, optimistic, best, rows = fold_scores.score(probs, idx, mask, clips.label, clips.dataset, len(classes))
+  full = {k: v for k, v in honest["full"].items() if k != "num_clips"}
+  validation = plan.mode == "validation"
+  result = {
+      "model": out["name"],
+      "protocol": ("nested validation: every outer fold holds out a group of its training subjects and scores "
+                   "them; no test clip is scored") if validation else
+                  "MEGC2019: leave-one-subject-out, fixed schedule (last epoch), one confusion matrix pooled over folds",
+      **full, "per_dataset": honest["per_dataset"], "scheme": cfg.data.scheme, "classes": list(classes),
+      ("num_validation_predictions" if validation else "num_test_clips"): int(mask.sum()),
+      "num_test_subjects": len({clips.subject[i] for i in rows["index"]}),
+      "num_folds": plan.num_folds, "epochs": int(probs.shape[0]), "steps_per_epoch": out["steps_per_epoch"],
+      "steps": int(probs.shape[0] * out["steps_per_epoch"]), "train_seconds": round(out["seconds"], 1),
+      "settings": out["settings"], "seed": cfg.seed,
+  }
+  if validation:
+    result["validation_curve"] = fold_scores.curve(probs, idx, mask, clips.label, len(classes))
+  else:
+    result["optimistic"] = {"note": fold_scores.OPTIMISTIC_NOTE, "uf1": optimistic["full"]["uf1"],
+                            "uar": optimistic["full"]["uar"],
+                            "per_dataset": {k: {"uf1": v["uf1"], "uar": v["uar"]}
+                                            for k, v in optimistic["per_dataset"].items()},
+                            "mean_best_epoch": float(best.mean() + 1)}
+  return result, rows
+
+
+def write_model(workdir: str, cfg, out, result, rows, clips) -> None:
+  classes = emotions.SCHEMES[cfg.data.scheme]
+  os.makedirs(workdir, exist_ok=True)
+  i = rows["index"]
+  log_lib.write(os.path.join(workdir, "predictions.csv"), classes, [clips.dataset[k] for k in i],
+                [clips.subject[k] for k in i], [clips.clip[k] for k in i], rows["truth"], rows["prediction"],
+                rows["probs"])
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(result, f, indent=2)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    for e, loss in enumerate(out["losses"]):
+      f.write(json.dumps({"step": (e + 1) * out["steps_per_epoch"], "loss": float(loss.mean())}) + "\n")
+  np.savez_compressed(os.path.join(workdir, "epochs.npz"), probs=out["probs"].astype(np.float16), idx=out["idx"],
+                      mask=out["mask"], labels=clips.label)
+
+
+def table(results: list[dict]) -> str:
+  validation = "optimistic" not in results[0]
+  head = "| model | UF1 | UAR | " + ("" if validation else "optimistic UF1 | optimistic UAR | ") + \
+      " | ".join(f"{d} UF1 | {d} UAR" for d in results[0]["per_dataset"]) + " | seconds |"
+  lines = [head, "|" + "---|" * (head.count("|") - 1)]
+  for r in results:
+    cells = [r["model"], f"{r['uf1']:.4f}", f"{r['uar']:.4f}"]
+    if not validation:
+      cells += [f"{r['optimistic']['uf1']:.4f}", f"{r['optimistic']['uar']:.4f}"]
+    cells += [f"{v[k]:.4f}" for v in r["per_dataset"].values() for k in ("uf1", "uar")]
+    lines.append("| " + " | ".join(cells + [str(r["train_seconds"])]) + " |")
+  return "\n".join(lines)
+
+
+def run(cfg, workdir: str, builder=None) -> dict:
+  """The whole LOSO of every model in cfg.folds.models; returns the first model's results."""
+  from deft_jax.train import trainer  # pylint: disable=import-outside-toplevel
+  workdir = trainer.prepare_workdir(workdir)
+  start = time.time()
+  builder = builder or build.prepare(cfg.data.name, selection.data_dir(cfg), cfg.data.manual_dir or None)
+  models = tuple(cfg.folds.models)
+  unknown = [m for m in models if m not in fold_models.MODELS]
+  if not models or unknown:
+    raise ValueError(f"folds.models: {unknown or 'none'}; choose from {fold_models.MODELS}")
+  tokenizer = trainer.load_tokenizer(cfg, workdir) if "deft" in models else None
+  face_size = cfg.model.structure.image_size if cfg.model.structure.enabled else 0
+  clips = fold_data.load(source_of(cfg, builder), cfg.data.scheme, tokenizer, cfg.data.max_text_len, face_size)
+  plan = folds_lib.plan(clips.subject, cfg.folds.mode, cfg.folds.num_folds, cfg.folds.val_groups, cfg.seed,
+                        tuple(cfg.folds.subjects))
+  mesh = folds_lib.fold_mesh()
+  print(f"{cfg.data.name}: {len(clips)} clips, {plan.num_folds} folds ({plan.mode}), models {', '.join(models)}, "
+        f"{mesh.size} device(s)", flush=True)
+  results = []
+  for i, name in enumerate(models):
+    out = run_model(cfg, name, clips, plan, tokenizer, mesh)
+    result, rows = summarise(cfg, out, clips, plan)
+    write_model(workdir if i == 0 else os.path.join(workdir, "peers", name), cfg, out, result, rows, clips)
+    results.append(result)
+    line = f"{name}: UF1 {result['uf1']:.4f} UAR {result['uar']:.4f}"
+    if "optimistic" in result:
+      line += f"   [optimistic, test-fold epoch choice: UF1 {result['optimistic']['uf1']:.4f} " \
+              f"UAR {result['optimistic']['uar']:.4f}]"
+    print(line + f"   ({result['train_seconds']} s)", flush=True)
+  first = results[0]
+  first["wall_seconds"] = round(time.time() - start, 1)
+  first["models"] = {r["model"]: {k: r[k] for k in ("uf1", "uar", "per_dataset", "train_seconds")}
+                     | ({"optimistic": r["optimistic"]} if "optimistic" in r else {}) for r in results}
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(first, f, indent=2)
+  with open(os.path.join(workdir, "summary.md"), "w") as f:
+    f.write(f"# {cfg.data.name}: {first['protocol']}\n\n{table(results)}\n\n"
+            f"Wall time of the whole job: {first['wall_seconds']} s.\n"
+            + ("" if plan.mode == "validation" else f"\n{fold_scores.OPTIMISTIC_NOTE}.\n"))
+  if plan.mode == "test":
+    from deft_jax.eval import report  # pylint: disable=import-outside-toplevel
+    report.report(workdir)
+  return first

@@ -1,0 +1,208 @@
+"""The fold program: folds as a vmapped parameter axis, masking, equality with folds trained
+alone, pooled scores against scikit-learn, the peers, and the whole job on a fake composite."""
+
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from sklearn import metrics as sk
+
+from deft_jax.eval import fold_scores, log as log_lib
+from deft_jax.models.peers import offapexnet, ststnet
+from deft_jax.train import fold_models, folds
+
+SUBJECTS = np.array(["a", "a", "b", "b", "b", "c", "c", "d", "e", "e"])
+LABELS = np.array([0, 1, 0, 2, 1, 0, 2, 1, 0, 2], np.int32)
+
+
+def test_loso_plan_holds_each_subject_out():
+  p = folds.plan(SUBJECTS)
+  assert p.names == ("a", "b", "c", "d", "e")
+  for name, train, test in zip(p.names, p.train, p.test):
+    np.testing.assert_array_equal(test, SUBJECTS == name)
+    np.testing.assert_array_equal(train, SUBJECTS != name)
+  np.testing.assert_array_equal(p.scored, p.test)
+  assert p.test.sum(0).tolist() == [1] * len(SUBJECTS)  # every clip is tested exactly once
+
+
+def test_validation_plan_scores_training_subjects_only():
+  p = folds.plan(SUBJECTS, mode="validation", val_groups=2)
+  for train, test, scored in zip(p.train, p.test, p.scored):
+    assert scored.any() and not (scored & test).any() and not (scored & train).any()
+    assert not (train & test).any()
+    assert set(SUBJECTS[scored]).isdisjoint(SUBJECTS[train])  # whole subjects
+
+
+def test_grouped_folds_and_subject_errors():
+  p = folds.plan(SUBJECTS, num_folds=2, seed=3)
+  assert p.num_folds == 2 and p.test.sum(0).tolist() == [1] * len(SUBJECTS)
+  with pytest.raises(ValueError, match=r"subject\(s\) \['zz'\] have no clips"):
+    folds.plan(SUBJECTS, subject_list=("zz",))
+  assert folds.plan(SUBJECTS, subject_list=("c",)).names == ("c",)
+
+
+def test_sampling_weights_are_zero_on_held_out_clips_and_balance_classes():
+  p = folds.plan(SUBJECTS)
+  w = folds.sampling_weights(p.train, LABELS, "sample")
+  assert (w[p.test] == 0).all()
+  np.testing.assert_allclose(w.sum(1), 1, rtol=1e-6)
+  for row, train in zip(w, p.train):
+    per_class = [row[LABELS == c].sum() for c in range(3) if (train & (LABELS == c)).any()]
+    np.testing.assert_allclose(per_class, per_class[0], rtol=1e-5)  # each present class equally likely
+  plain = folds.sampling_weights(p.train, LABELS, "none")
+  np.testing.assert_allclose(plain[0][p.train[0]], 1 / p.train[0].sum(), rtol=1e-6)
+
+
+class _Table(nn.Module):
+  """One free logit vector per clip: its row only moves when that clip is trained on."""
+  n: int
+
+  @nn.compact
+  def __call__(self, index):
+    return self.param("table", nn.initializers.normal(1.0), (self.n, 3))[index]
+
+
+def _table_spec(n):
+  module = _Table(n)
+
+  def loss(variables, batch, rng):
+    ce = optax.softmax_cross_entropy_with_integer_labels(module.apply(variables, batch["index"]), batch["label"])
+    return ce.mean(), ({}, {})
+
+  return fold_models.Spec("table", lambda rng: dict(module.init(rng, jnp.zeros((1,), jnp.int32))),
+                          loss, lambda v, b: module.apply(v, b["index"]))
+
+
+def test_a_fold_never_trains_on_its_own_test_subject():
+  n = len(SUBJECTS)
+  p = folds.plan(SUBJECTS)
+  data = {"index": np.arange(n, dtype=np.int32), "label": LABELS,
+          "flow": np.zeros((n, 4, 4, 3), np.float32), "face": np.zeros((n, 4, 4, 3), np.uint8)}
+  idx, mask = folds.scored_indices(p.scored)
+  spec = _table_spec(n)
+  schedule = folds.Schedule(batch_size=4, steps_per_epoch=5, epochs=3)
+  logits, _ = folds.train_folds(spec, optax.sgd(0.5), data, folds.sampling_weights(p.train, LABELS, "none"), idx,
+                                schedule, folds.Augment(flip=False), seed=0)
+  # Untrained logits of each fold's test clips, from the same per-fold init.
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(jax.random.key(0), i), 0))(jnp.arange(p.num_folds))
+  init = np.asarray(jax.vmap(spec.init)(keys)["params"]["table"])
+  for f in range(p.num_folds):
+    test = idx[f][mask[f]]
+    for e in range(schedule.epochs):  # test rows never move
+      np.testing.assert_array_equal(logits[e, f][mask[f]], init[f][test])
+  assert not np.allclose(init, 0)
+
+
+def _peer_data(n=24, seed=0):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 3, n).astype(np.int32)
+  flow = rng.normal(size=(n, 28, 28, 3)).astype(np.float32) + labels[:, None, None, None]
+  return {"flow": flow, "face": rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8), "label": labels}
+
+
+def test_folds_in_one_program_equal_folds_trained_alone():
+  """The vmapped, sharded program (3 folds padded over 8 devices) against each fold alone."""
+  data = _peer_data()
+  subjects = np.repeat(np.array(["s0", "s1", "s2"]), 8)
+  p = folds.plan(subjects)
+  spec = fold_models.peer("ststnet", 3, data)
+  weights = folds.sampling_weights(p.train, data["label"], "sample")
+  idx, _ = folds.scored_indices(p.scored)
+  schedule = folds.Schedule(batch_size=8, steps_per_epoch=3, epochs=2)
+  augment = folds.Augment(flip=True, shift=1.0, scale=0.05)
+  together, losses = folds.train_folds(spec, optax.adam(1e-2), data, weights, idx, schedule, augment, seed=7)
+  assert together.shape == (2, 3, 8, 3) and losses.shape == (2, 3)
+  one_device = folds.fold_mesh(jax.devices()[:1])
+  for f in range(3):
+    alone, _ = folds.train_folds(spec, optax.adam(1e-2), data, weights[f:f + 1], idx[f:f + 1], schedule, augment,
+                                 seed=7, mesh=one_device, fold_ids=[f])
+    np.testing.assert_allclose(alone[:, 0], together[:, f], rtol=1e-4, atol=1e-4)
+  assert not np.allclose(together[-1, 0], together[-1, 1], atol=1e-3)  # folds do differ
+
+
+def test_flip_negates_u_and_mirrors():
+  rng = np.random.default_rng(0)
+  batch = {"flow": jnp.asarray(rng.normal(size=(64, 6, 6, 3)), jnp.float32),
+           "face": jnp.asarray(rng.integers(0, 255, (64, 6, 6, 3)), jnp.uint8)}
+  out = folds.Augment(flip=True)(batch, jax.random.key(0))
+  flow, new = np.asarray(batch["flow"]), np.asarray(out["flow"])
+  flipped = ~np.isclose(new, flow).all(axis=(1, 2, 3))
+  assert 10 < flipped.sum() < 54
+  np.testing.assert_array_equal(new[flipped][..., 0], -flow[flipped][:, :, ::-1, 0])
+  np.testing.assert_array_equal(new[flipped][..., 1:], flow[flipped][:, :, ::-1, 1:])
+  np.testing.assert_array_equal(np.asarray(out["face"])[flipped], np.asarray(batch["face"])[flipped][:, :, ::-1])
+
+
+def test_ststnet_has_the_papers_shape_and_size():
+  module = ststnet.STSTNet()
+  variables = module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 3)))
+  params = variables["params"]
+  assert sum(x.size for x in jax.tree.leaves(params)) == 1683  # 3x3 convs 84 + 140 + 224, BN 32, dense 1203
+  assert params["conv2"]["kernel"].shape == (3, 3, 3, 8) and params["fc"]["kernel"].shape == (5 * 5 * 16, 3)
+  assert module.apply(variables, jnp.zeros((5, 28, 28, 3))).shape == (5, 3)
+  big = ststnet.STSTNet(kernels=(3, 5, 7))
+  assert big.init(jax.random.key(0), jnp.zeros((1, 28, 28, 3)))["params"]["conv2"]["kernel"].shape == (7, 7, 3, 8)
+  o = offapexnet.OffApexNet()
+  v = o.init(jax.random.key(0), jnp.zeros((1, 28, 28, 3)))
+  assert o.apply(v, jnp.zeros((2, 28, 28, 3))).shape == (2, 3)
+  assert v["params"]["fc1"]["kernel"].shape == (2 * 7 * 7 * 16, 1024)
+
+
+def test_pooled_honest_and_optimistic_scores_match_scikit_learn():
+  rng = np.random.default_rng(1)
+  e, f, m, c = 4, 6, 5, 3
+  probs = fold_scores.softmax(rng.normal(size=(e, f, m, c)))
+  idx = rng.permutation(f * m).reshape(f, m)
+  mask = rng.random((f, m)) < 0.8
+  mask[:, 0] = True
+  labels = rng.integers(0, c, f * m)
+  datasets = np.where(np.arange(f * m) % 2, "smic", "samm")
+  honest, optimistic, best, rows = fold_scores.score(probs, idx, mask, labels, datasets, c)
+  truth, pred = labels[idx][mask], probs[-1].argmax(-1)[mask]
+  assert honest["full"]["uf1"] == pytest.approx(sk.f1_score(truth, pred, average="macro"))
+  assert honest["full"]["uar"] == pytest.approx(sk.recall_score(truth, pred, average="macro"))
+  part = datasets[idx][mask] == "smic"
+  assert honest["per_dataset"]["smic"]["uf1"] == pytest.approx(
+      sk.f1_score(truth[part], pred[part], average="macro", labels=sorted(set(truth[part]) | set(pred[part]))))
+  for fold in range(f):  # the optimistic epoch is the fold's own best on its test clips
+    correct = [(probs[k, fold].argmax(-1) == labels[idx[fold]])[mask[fold]].sum() for k in range(e)]
+    assert best[fold] == int(np.argmax(correct))
+  chosen = np.stack([probs[best[k], k] for k in range(f)]).argmax(-1)[mask]
+  assert optimistic["full"]["uf1"] == pytest.approx(sk.f1_score(truth, chosen, average="macro"))
+  np.testing.assert_array_equal(rows["prediction"], pred)
+
+
+@pytest.mark.slow
+def test_composite_job_end_to_end_on_a_fake_layout(tmp_path):
+  """`deft-jax train --config configs/composite_flow.py:tiny` builds, runs every fold of DEFT and
+  STSTNet, and writes results.json, the per-clip log `deft-jax score` reads, and the report."""
+  from deft_jax import cli
+  import test_composite_builder as fake
+  manual = tmp_path / "manual"
+  fake.write_layout(manual)
+  work = tmp_path / "work"
+  args = ["train", "--config", "configs/composite_flow.py:tiny", "--workdir", str(work),
+          f"--config.data.manual_dir={manual}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+          "--config.data.name=megc2019_composite/f56"]
+  assert cli.main(args) == 0
+  results = json.loads((work / "results.json").read_text())
+  assert results["model"] == "deft" and results["num_test_clips"] == len(fake.ROWS) and results["num_folds"] == 5
+  assert set(results["per_dataset"]) == {"casme2", "smic", "samm"}
+  assert "OPTIMISTIC" in results["optimistic"]["note"] and set(results["models"]) == {"deft", "ststnet"}
+  log = log_lib.read(work / "predictions.csv")
+  assert len(log) == len(fake.ROWS) and len(set(log.clip)) == len(fake.ROWS)
+  assert (work / "peers" / "ststnet" / "results.json").exists() and (work / "report" / "README.md").exists()
+  assert cli.main(["score", str(work / "predictions.csv")]) == 0
+
+
+def test_patch_conv_equals_flax_conv():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 28, 28, 3)), jnp.float32)
+  for k, pad in ((3, 2), (5, 3)):
+    ours = ststnet.PatchConv(4, k, pad)
+    v = ours.init(jax.random.key(1), x)
+    ref = nn.Conv(4, (k, k), padding=pad).apply({"params": v["params"]}, x)
+    np.testing.assert_allclose(ours.apply(v, x), ref, rtol=1e-5, atol=1e-5)
