@@ -14,6 +14,7 @@ from deft_jax.data import pipeline, tokenizer as tokenizer_lib
 from deft_jax.train import aot, sharding, state as state_lib, step as step_lib
 
 
+@pytest.mark.slow
 def test_aot_compiles_the_plan_for_8_devices_from_shapes(capsys):
   # The tiny LLM on 8 fake CPU devices (the 8xh100 mesh); real sizes are docs/SCALING.md's.
   code = cli.main(["aot", "--topology", "8xh100", "--model", "config", "--cpu", "--seq", "128",
@@ -41,6 +42,7 @@ def test_aot_bad_arguments_are_named(args, message, capsys):
   assert message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_the_planned_precision_policy_trains(tmp_path_factory, synthetic_tiny):
   """bf16 compute and frozen base, float32 trainable weights, remat: two real steps."""
   cfg = cli.load_config(["--config", "configs/synthetic.py:tiny"])

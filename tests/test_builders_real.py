@@ -240,6 +240,7 @@ def test_casme2_sheet_without_a_column_stops_the_build(casme2_dir, tmp_path):
     build_with(casme2.Builder, root, tmp_path / "data")
 
 
+@pytest.mark.slow
 def test_tfds_build_command_without_tensorflow(casme2_dir, casme2_built, tmp_path):
   assert importlib.util.find_spec("tensorflow") is None  # the point: TFDS's build, no TensorFlow
   folder = pathlib.Path(__file__).parents[1] / "data_builders" / "casme2"

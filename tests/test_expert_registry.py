@@ -46,6 +46,7 @@ def _model(tmp_path, *overrides):
   return cfg, tokenizer, state_lib.make_model(cfg, tokenizer)
 
 
+@pytest.mark.slow
 def test_a_fourth_expert_joins_the_prefix_between_its_own_markers(tmp_path):
   cfg, tokenizer, model = _model(tmp_path)
   assert model.config.experts == ("structure", "texture", "motion", "brightness")

@@ -127,6 +127,7 @@ def test_motion_words():
                                                                      "x", "y."))).cues[0].au == au.number
 
 
+@pytest.mark.slow
 def test_interpretation_arrays_and_figure(tmp_path):
   from deft_jax import cli  # pylint: disable=import-outside-toplevel
   from deft_jax.data import tokenizer as tokenizer_lib  # pylint: disable=import-outside-toplevel

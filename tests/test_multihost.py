@@ -14,6 +14,8 @@ import train_runs
 from deft_jax import cli
 from deft_jax.train import distributed, sharding, trainer
 
+pytestmark = pytest.mark.slow  # trains, restores or runs subprocess jobs: minutes on 2 cores
+
 
 def test_two_processes_match_one_process(tmp_path_factory, tmp_path, synthetic_tiny):
   reference = train_runs.reference(tmp_path_factory, synthetic_tiny)

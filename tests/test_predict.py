@@ -21,6 +21,8 @@ from deft_jax.eval import score
 from deft_jax.facs import catalogue, regions
 from media import feat_media
 
+pytestmark = pytest.mark.slow  # trains, restores or runs subprocess jobs: minutes on 2 cores
+
 SIZE = 96  # the video's frames; the tiny model reads 64 px, so crops are resized
 
 

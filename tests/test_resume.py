@@ -93,6 +93,8 @@ import sys
 import orbax.checkpoint as ocp
 from deft_jax import cli
 
+pytestmark = pytest.mark.slow  # trains, restores or runs subprocess jobs: minutes on 2 cores
+
 real, calls = ocp.type_handlers.ArrayHandler.serialize, []
 
 async def failing(self, *args, **kwargs):

@@ -13,6 +13,8 @@ from deft_jax.eval import log as log_lib, metrics
 from deft_jax.data import selection
 from deft_jax.train import sweep, trainer
 
+pytestmark = pytest.mark.slow  # trains, restores or runs subprocess jobs: minutes on 2 cores
+
 
 def _config(synthetic_tiny, *extra):
   return cli.load_config(["--config", "configs/sweep_tiny.py",

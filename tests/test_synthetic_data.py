@@ -143,6 +143,7 @@ def _clips(n_subjects=24, per_subject=6, size=32):
   return np.array(subjects), np.array(onsets), np.array(flows), np.array(labels)
 
 
+@pytest.mark.slow
 def test_appearance_alone_is_at_chance_and_motion_is_not():
   subjects, onsets, flows, labels = _clips()
   cv = model_selection.GroupKFold(n_splits=4)

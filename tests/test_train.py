@@ -14,6 +14,8 @@ from deft_jax import cli
 from deft_jax.data import pipeline, tokenizer as tokenizer_lib
 from deft_jax.train import checkpoint, sharding, state as state_lib, trainer
 
+pytestmark = pytest.mark.slow  # trains, restores or runs subprocess jobs: minutes on 2 cores
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, synthetic_tiny):

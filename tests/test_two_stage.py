@@ -12,6 +12,8 @@ from deft_jax import cli
 from deft_jax.data import tokenizer as tokenizer_lib
 from deft_jax.train import init_from, sharding, state as state_lib, sweep
 
+pytestmark = pytest.mark.slow  # trains, restores or runs subprocess jobs: minutes on 2 cores
+
 
 def _flat(tree):
   return {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(tree).items()}
