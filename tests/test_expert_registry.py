@@ -108,6 +108,7 @@ class _Vocab:
     return 90 + tokenizer_lib.SPECIAL_TOKENS.index(token) - 4 if token in tokenizer_lib.SPECIAL_TOKENS else None
 
 
+@pytest.mark.slow
 def test_placed_regions_reach_the_motion_expert_when_the_batch_has_them(tmp_path):
   """region_boxes (schema.OPTIONAL) is passed to the experts that list it in `extras`."""
   _, _, model = _model(tmp_path, "--config.model.structure.enabled=False", "--config.model.texture.enabled=False")

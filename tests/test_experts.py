@@ -154,6 +154,7 @@ def test_interpretation_arrays_and_figure(tmp_path):
   assert (tmp_path / "face.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_each_expert_reads_the_frames_at_its_own_size(tmp_path):
   """Texture at 32 px beside structure at 64 px: the texture expert sees the antialiased
   downscale of the 64-px clip, and its tokens are those it gives on that downscale directly."""

@@ -104,6 +104,7 @@ def _peer_data(n=24, seed=0):
   return {"flow": flow, "face": rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8), "label": labels}
 
 
+@pytest.mark.slow
 def test_folds_in_one_program_equal_folds_trained_alone():
   """The vmapped, sharded program (3 folds padded over 8 devices) against each fold alone."""
   data = _peer_data()
@@ -137,6 +138,7 @@ def test_flip_negates_u_and_mirrors():
   np.testing.assert_array_equal(np.asarray(out["face"])[flipped], np.asarray(batch["face"])[flipped][:, :, ::-1])
 
 
+@pytest.mark.slow
 def test_ststnet_has_the_papers_shape_and_size():
   module = ststnet.STSTNet()
   variables = module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 3)))

@@ -18,6 +18,8 @@ import pytest
 import train_runs
 from deft_jax.train import checkpoint, preemption
 
+pytestmark = pytest.mark.slow  # trains, restores or runs subprocess jobs: minutes on 2 cores
+
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, synthetic_tiny):
@@ -92,8 +94,6 @@ INJECT = """
 import sys
 import orbax.checkpoint as ocp
 from deft_jax import cli
-
-pytestmark = pytest.mark.slow  # trains, restores or runs subprocess jobs: minutes on 2 cores
 
 real, calls = ocp.type_handlers.ArrayHandler.serialize, []
 
