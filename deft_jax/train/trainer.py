@@ -127,12 +127,12 @@ def train(cfg, workdir: str) -> dict:
   """Runs the job of `cfg` in `workdir` (resuming from its last checkpoint) and returns results.
 
   Holds the workdir's lock throughout (one training per workdir; see workdir_lock)."""
-  if "folds" in cfg:  # every fold's model in one compiled program (train/loso.py)
-    from deft_jax.train import loso  # pylint: disable=import-outside-toplevel
-    return loso.run(cfg, workdir)
   workdir = prepare_workdir(workdir)
   lock = workdir_lock.acquire(workdir, lead=jax.process_index() == 0)
   try:
+    if "folds" in cfg:  # every fold's model in one compiled program (train/loso.py)
+      from deft_jax.train import loso  # pylint: disable=import-outside-toplevel
+      return loso.run(cfg, workdir)
     return _train(cfg, workdir)
   finally:
     if lock:
