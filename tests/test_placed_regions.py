@@ -13,7 +13,7 @@ def test_synthetic_records_carry_their_subjects_true_landmarks(synthetic_tiny):
   assert record["landmarks"].shape == (68, 2)
   subjects = {}
   for i in range(len(source)):
-    subjects.setdefault(pipeline._text(source[i]["subject"]), source[i]["landmarks"])  # pylint: disable=protected-access
+    subjects.setdefault(pipeline.as_text(source[i]["subject"]), source[i]["landmarks"])
   points = np.stack(list(subjects.values()))
   # Faces differ (the generator jitters each subject's anchors), so regions must be placed per clip.
   assert np.abs(points - points[:1]).max() > 0.01

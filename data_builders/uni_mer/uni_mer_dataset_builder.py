@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders.uni_mer import report as report_lib
-from deft_jax.data import answers, build, clip_flow, clip_frames
+from deft_jax.data import answers, build, clip_flow, clip_frames, pipeline
 from deft_jax.facs import catalogue, dual_constraint, evidence, regions
 
 
@@ -118,13 +118,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         measurers[key] = evidence.Measurer(key[0], landmarks=landmarks, noise_floor=cfg.noise_floor)
       m = measurers[key](record["flow"], record["strain"])
       verdict = dual_constraint.check(record["aus"], m, cfg.thresholds)
-      clip_id = _text(record["clip_id"])
+      clip_id = pipeline.as_text(record["clip_id"])
       rng = np.random.default_rng([cfg.seed, zlib.crc32(clip_id.encode())])
-      pairs = answers.task_pairs(answers.measured_cues(verdict, m), _text(record["emotion"]), rng,
+      pairs = answers.task_pairs(answers.measured_cues(verdict, m), pipeline.as_text(record["emotion"]), rng,
                                  absent_aus=tuple(catalogue.AU_NUMBERS[j] for j in np.flatnonzero(verdict.flagged)))
-      report.add(_text(record["source"]), record["aus"], verdict, record.get("aus_true"))
+      report.add(pipeline.as_text(record["source"]), record["aus"], verdict, record.get("aus_true"))
       yield clip_id, {
-          **{k: _text(v) if isinstance(v, bytes) else v for k, v in record.items()},
+          **{k: pipeline.as_text(v) if isinstance(v, bytes) else v for k, v in record.items()},
           "aus_confirmed": verdict.confirmed.astype(np.uint8),
           "aus_flagged": verdict.flagged.astype(np.uint8),
           "aus_added": verdict.added.astype(np.uint8),
@@ -139,6 +139,3 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     if last:
       print(report.summary(), flush=True)
 
-
-def _text(x) -> str:
-  return x.decode() if isinstance(x, bytes) else str(x)

@@ -51,7 +51,7 @@ def index_source(source, scheme: str) -> list[ClipInfo]:
   out = []
   for i in range(len(source)):
     r = source[i]
-    out.append(ClipInfo(i, _text(r["subject"]), _text(r["clip_id"]), _text(r["source"]),
+    out.append(ClipInfo(i, as_text(r["subject"]), as_text(r["clip_id"]), as_text(r["source"]),
                         record_label(r, scheme)))
   return out
 
@@ -66,10 +66,11 @@ def region_boxes(landmarks) -> np.ndarray:
 def record_label(record, scheme: str) -> int:
   """A record's class in `scheme` (-1: none): records store the fine emotion only, and every
   class scheme applies here, when the data is read."""
-  return emotions.label(_text(record["emotion"]), scheme)
+  return emotions.label(as_text(record["emotion"]), scheme)
 
 
-def _text(x) -> str:
+def as_text(x) -> str:
+  """A TFDS text field (bytes) or a plain string, as str."""
   return x.decode() if isinstance(x, bytes) else str(x)
 
 
@@ -109,7 +110,7 @@ class Preprocess(grain.transforms.RandomMap):
 
   def map_with(self, record, instruction: int):
     """`instruction` indexes answers.INSTRUCTIONS ("labels") or the record's pairs ("uni_mer")."""
-    emotion = _text(record["emotion"])
+    emotion = as_text(record["emotion"])
     label = record_label(record, self.scheme)
     name = emotions.SCHEMES[self.scheme][label]
     if self.answers == "labels":
@@ -117,8 +118,8 @@ class Preprocess(grain.transforms.RandomMap):
       answer = dataclasses.replace(answer, emotion=name)
       prompt, aus = answers.INSTRUCTIONS[instruction], record["aus"]
     else:
-      prompt = _text(_uni_mer_field(record, "instructions")[instruction])
-      answer = answers.relabel(answers.parse_answer(_text(record["answers"][instruction])), emotion, name)
+      prompt = as_text(_uni_mer_field(record, "instructions")[instruction])
+      answer = answers.relabel(answers.parse_answer(as_text(record["answers"][instruction])), emotion, name)
       aus = record["aus_confirmed"]
     text = encode_text(self.tokenizer, self.layout, prompt, answers.format_answer(answer))
     frames = record["frames"]
@@ -131,13 +132,13 @@ class Preprocess(grain.transforms.RandomMap):
         "label": label,
         "region_boxes": region_boxes(record.get("landmarks")),
         **text,
-    }, where=_text(record.get("clip_id", "record")))
+    }, where=as_text(record.get("clip_id", "record")))
 
 
 def _uni_mer_field(record, field: str):
   if field not in record:
     raise KeyError(f"data.answers='uni_mer' reads the {field!r} of uni_mer/* records; this record "
-                   f"({_text(record.get('clip_id', '?'))}) has none: set data.name to a uni_mer dataset")
+                   f"({as_text(record.get('clip_id', '?'))}) has none: set data.name to a uni_mer dataset")
   return record[field]
 
 

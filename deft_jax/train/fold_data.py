@@ -32,15 +32,12 @@ class Clips:
     return len(self.subject)
 
 
-def _text(x) -> str:
-  return x.decode() if isinstance(x, bytes) else str(x)
-
 
 def _answer(record, scheme: str) -> str:
   label = emotions.SCHEMES[scheme][pipeline.record_label(record, scheme)]
   if "answer" in record:
-    return _text(record["answer"])
-  emotion = _text(record["emotion"])
+    return pipeline.as_text(record["answer"])
+  emotion = pipeline.as_text(record["emotion"])
   a = answers.answer_from_labels(record["aus"], record["au_side"], emotion, scheme)
   return answers.format_answer(dataclasses.replace(a, emotion=label))
 
@@ -68,5 +65,5 @@ def load(source, scheme: str, tokenizer=None, max_text_len: int = 0, face_size: 
     for key in train[0]:
       arrays[key] = np.stack([t[key] for t in train])
       arrays[f"eval_{key}"] = np.stack([t[key] for t in test])
-  return Clips(arrays, tuple(_text(r["subject"]) for r in records), tuple(_text(r["clip_id"]) for r in records),
-               tuple(_text(r["source"]) for r in records))
+  return Clips(arrays, tuple(pipeline.as_text(r["subject"]) for r in records), tuple(pipeline.as_text(r["clip_id"]) for r in records),
+               tuple(pipeline.as_text(r["source"]) for r in records))
