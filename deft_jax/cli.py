@@ -135,10 +135,13 @@ def check_paths(cfg) -> None:
 def _train(args, rest):
   cfg = load_config(rest)
   check_paths(cfg)
-  from deft_jax.train import distributed, trainer  # pylint: disable=import-outside-toplevel
+  from deft_jax.train import distributed, folds, trainer  # pylint: disable=import-outside-toplevel
+  if "folds" in cfg:
+    folds.one_cpu_device_per_core()
   distributed.initialize(cfg)  # before anything touches a device
   results = trainer.train(cfg, args.workdir)
-  keys = ("uf1", "uar", "accuracy", "num_test_clips", "train_seconds")
+  keys = [k for k in ("uf1", "uar", "accuracy", "num_test_clips", "num_validation_predictions", "train_seconds")
+          if k in results]
   print(" ".join(f"{k}={results[k]:.4f}" if isinstance(results[k], float) else f"{k}={results[k]}" for k in keys))
   print(f"results: {os.path.join(os.path.abspath(args.workdir), 'results.json')}")
 
@@ -147,7 +150,9 @@ def _sweep(args, rest):
   cfg = load_config(rest)
   check_paths(cfg)
   import jax  # pylint: disable=import-outside-toplevel
-  from deft_jax.train import distributed, sweep  # pylint: disable=import-outside-toplevel
+  from deft_jax.train import distributed, folds, sweep  # pylint: disable=import-outside-toplevel
+  if "folds" in cfg:
+    folds.one_cpu_device_per_core()
   distributed.initialize(cfg)
   if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # the points compile the same programs
     jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(args.workdir), "jax_cache"))

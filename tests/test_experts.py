@@ -3,6 +3,7 @@ FACS words and regions they are built on."""
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -98,6 +99,37 @@ def test_motion_expert_gives_one_token_per_region(pooling):
   np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-6)
   nose = w[catalogue.REGIONS.index("nose")].reshape(8, 8)
   assert nose[:, :3].sum() == 0 and nose[:, 5:].sum() == 0  # the nose box is central
+
+
+def test_streams_stem_is_ststnets_trunk_per_patch():
+  """The "streams" stem: parallel 3x3 convolutions (ReLU), concatenated and max-pooled over each
+  patch (STSTNet's trunk), then one token per patch; checked against flax's own conv and pool."""
+  cfg = motion.MotionConfig(_ENC, flow_size=28, patch=4, stem="streams", stem_filters=(3, 5, 8))
+  flow = np.random.default_rng(1).normal(size=(2, 28, 28, 3)).astype(np.float32)
+  model = motion.MotionExpert(cfg)
+  variables = model.init(jax.random.key(0), flow)
+  (tokens, _), state = model.apply(variables, flow, capture_intermediates=True)
+  assert tokens.shape == (2, len(catalogue.REGIONS), 32)
+  p = nn.meta.unbox(variables["params"])
+  streams = [nn.relu(nn.Conv(f, (3, 3), padding=1).apply({"params": p[f"stem_conv{i}"]}, flow))
+             for i, f in enumerate((3, 5, 8))]
+  pooled = nn.max_pool(np.concatenate(streams, -1), (4, 4), (4, 4))
+  want = pooled @ p["patch_embed"]["kernel"].reshape(16, 32) + p["patch_embed"]["bias"]
+  got = state["intermediates"]["patch_embed"]["__call__"][0]
+  assert got.shape == (2, 7, 7, 32)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+  # The summary token reads the whole stem map, after the region tokens; the AU head does not.
+  with_summary = motion.MotionExpert(dataclasses.replace(cfg, summary_token=True))
+  v2 = with_summary.init(jax.random.key(0), flow)
+  (tokens2, aux2), state2 = with_summary.apply(v2, flow, capture_intermediates=True)
+  assert tokens2.shape == (2, len(catalogue.REGIONS) + 1, 32)
+  p2 = nn.meta.unbox(v2["params"])
+  stem_map = state2["intermediates"]["patch_embed"]["__call__"][0].reshape(2, -1)
+  np.testing.assert_allclose(np.asarray(tokens2[:, -1]), np.asarray(stem_map @ p2["summary"]["kernel"] + p2["summary"]["bias"]),
+                             rtol=1e-5, atol=1e-5)
+  assert p2["au_head"]["kernel"].shape[0] == len(catalogue.REGIONS) * 32
+  with pytest.raises(ValueError, match="does not split into 5 px patches"):
+    motion.MotionExpert(dataclasses.replace(cfg, patch=5)).init(jax.random.key(0), flow)
 
 
 def test_regions_follow_landmarks():

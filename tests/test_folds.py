@@ -2,6 +2,7 @@
 alone, pooled scores against scikit-learn, the peers, and the whole job on a fake composite."""
 
 import json
+import os
 
 import flax.linen as nn
 import jax
@@ -12,8 +13,9 @@ import pytest
 from sklearn import metrics as sk
 
 from deft_jax.eval import fold_scores, log as log_lib
+from deft_jax.models import convs
 from deft_jax.models.peers import offapexnet, ststnet
-from deft_jax.train import fold_models, folds
+from deft_jax.train import fold_models, folds, sweep
 
 SUBJECTS = np.array(["a", "a", "b", "b", "b", "c", "c", "d", "e", "e"])
 LABELS = np.array([0, 1, 0, 2, 1, 0, 2, 1, 0, 2], np.int32)
@@ -201,10 +203,51 @@ def test_composite_job_end_to_end_on_a_fake_layout(tmp_path):
   assert cli.main(["score", str(work / "predictions.csv")]) == 0
 
 
-def test_patch_conv_equals_flax_conv():
-  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 28, 28, 3)), jnp.float32)
-  for k, pad in ((3, 2), (5, 3)):
-    ours = ststnet.PatchConv(4, k, pad)
+def test_matmul_convs_equal_flax_conv():
+  """models/convs.py keeps nn.Conv's parameters and outputs (stride-1 convs and patch embeddings)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 28, 28, 3)), jnp.float32)
+  for k, pad in ((3, 2), (5, 3), (3, 1)):
+    ours = convs.PatchConv(4, k, pad)
     v = ours.init(jax.random.key(1), x)
     ref = nn.Conv(4, (k, k), padding=pad).apply({"params": v["params"]}, x)
     np.testing.assert_allclose(ours.apply(v, x), ref, rtol=1e-5, atol=1e-5)
+  video = jnp.asarray(rng.normal(size=(2, 4, 30, 30, 3)), jnp.float32)  # 30 px: a remainder to drop
+  for inputs, patch in ((x, (4, 4)), (x, (7, 7)), (x[:, :27], (3, 2)), (video, (2, 4, 4))):
+    ours = convs.PatchEmbed(5, patch)
+    v = ours.init(jax.random.key(2), inputs)
+    ref = nn.Conv(5, patch, strides=patch, padding="VALID").apply({"params": v["params"]}, inputs)
+    np.testing.assert_allclose(ours.apply(v, inputs), ref, rtol=1e-5, atol=1e-5)
+  for size in (30, 28, 29):
+    image = jnp.asarray(rng.normal(size=(2, size, size, 4)), jnp.float32)
+    np.testing.assert_array_equal(ststnet.max_pool_3(image),
+                                  nn.max_pool(image, (3, 3), (3, 3), padding=((1, 1), (1, 1))))
+
+
+def test_fold_jobs_take_one_cpu_device_per_core(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+  folds.one_cpu_device_per_core()
+  cores = len(os.sched_getaffinity(0))
+  assert os.environ["XLA_FLAGS"] == f"--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count={cores}"
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+  folds.one_cpu_device_per_core()
+  assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"
+
+
+def test_the_composite_default_is_the_point_the_validation_search_chose():
+  """configs/composite_flow.py's model and schedule are configs/composite_search.py's chosen
+  point applied to the search's base: the defaults come from the search, not from test scores."""
+  from configs import composite_flow, composite_search  # pylint: disable=import-outside-toplevel
+  search = composite_search.get_config()
+  assert search.folds.mode == "validation" and tuple(search.folds.models) == ("deft",)
+  chosen = {}
+  for name, overrides in sweep.points(search):
+    point = sweep.configure(search, overrides)  # every point applies to the base
+    if name == composite_search.CHOSEN:
+      chosen = point
+  default = composite_flow.get_config()
+  for node in ("model", "loss", "optim"):
+    assert chosen[node].to_dict() == default[node].to_dict(), node
+  assert {k: v for k, v in chosen.folds.items() if k not in ("mode", "num_folds", "models")} == \
+      {k: v for k, v in default.folds.items() if k not in ("mode", "num_folds", "models")}
+  assert default.folds.mode == "test" and default.folds.num_folds == 0 and "ststnet" in default.folds.models

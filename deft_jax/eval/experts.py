@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deft_jax.eval import metrics
+from deft_jax.facs import catalogue
 from deft_jax.models import deft
 
 
@@ -51,5 +52,7 @@ def region_scores(model: deft.DeftModel, params, batch) -> np.ndarray:
 def _region_shares(model: deft.DeftModel, params, batch):
   """One compiled program (applied op by op, the encoders took ~15 s of dispatch on CPU)."""
   _, aux = model.apply({"params": params}, batch, method=deft.DeftModel.encode)
-  norms = jnp.linalg.norm(aux["tokens"]["motion"].astype(jnp.float32), axis=-1)
+  # The region tokens come first (a summary token, when configured, follows them).
+  regional = aux["tokens"]["motion"][:, :len(catalogue.REGIONS)]
+  norms = jnp.linalg.norm(regional.astype(jnp.float32), axis=-1)
   return norms / jnp.maximum(norms.sum(-1, keepdims=True), 1e-9)

@@ -56,12 +56,14 @@ def peer(name: str, num_classes: int, sample: dict, smoothing: float = 0.0) -> S
 
 
 def deft_batch(batch: dict, evaluation: bool) -> dict:
-  """The DEFT model's batch from gathered clips: the face as both keyframes (the composite
-  ships one crop per clip) and, in evaluation, the instruction without any answer token."""
-  face = batch["face"]
+  """The DEFT model's batch from gathered clips: the face (when loaded) as both keyframes (the
+  composite ships one crop per clip) and, in evaluation, the instruction without any answer token."""
   prefix = "eval_" if evaluation else ""
-  return {"keyframes": jnp.stack([face, face], axis=1), "flow": batch["flow"], "aus": batch["aus"],
-          "label": batch["label"], **{k: batch[prefix + k] for k in ("text_ids", "text_mask", "loss_mask", "prompt_len")}}
+  out = {"flow": batch["flow"], "aus": batch["aus"], "label": batch["label"],
+         **{k: batch[prefix + k] for k in ("text_ids", "text_mask", "loss_mask", "prompt_len")}}
+  if "face" in batch:  # only when the structure expert reads it
+    out["keyframes"] = jnp.stack([batch["face"], batch["face"]], axis=1)
+  return out
 
 
 def deft(cfg, tokenizer, sample: dict, smoothing: float = 0.0) -> Spec:

@@ -17,6 +17,7 @@ choose settings without a test clip ever being looked at.
 
 import dataclasses
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -119,17 +120,21 @@ class Augment:
   scale: float = 0.0
 
   def __call__(self, batch, rng):
-    flow, face = batch["flow"], batch["face"].astype(jnp.float32)
+    flow = batch["flow"]
+    face = batch["face"].astype(jnp.float32) if "face" in batch else None  # absent: no model reads it
     kf, ka = jax.random.split(rng)
     if self.flip:
       flip = jax.random.bernoulli(kf, 0.5, (flow.shape[0],))[:, None, None, None]
       flow = jnp.where(flip, flow[:, :, ::-1] * jnp.array([-1.0, 1.0, 1.0]), flow)
-      face = jnp.where(flip, face[:, :, ::-1], face)
+      face = None if face is None else jnp.where(flip, face[:, :, ::-1], face)
     if self.shift or self.scale:
       u = jax.random.uniform(ka, (flow.shape[0], 3), minval=-1.0, maxval=1.0)
       zoom = 1.0 + self.scale * u[:, 0]
       flow = jax.vmap(_affine)(flow, zoom, self.shift * u[:, 1:])
-      face = jax.vmap(_affine)(face, zoom, self.shift * u[:, 1:] * face.shape[1] / flow.shape[1])
+      if face is not None:
+        face = jax.vmap(_affine)(face, zoom, self.shift * u[:, 1:] * face.shape[1] / flow.shape[1])
+    if face is None:
+      return {**batch, "flow": flow}
     return {**batch, "flow": flow, "face": jnp.clip(jnp.round(face), 0, 255).astype(jnp.uint8)}
 
 
@@ -139,6 +144,16 @@ def _affine(image, zoom, shift):
   translation = (1.0 - zoom) * size / 2 + shift
   return jax.image.scale_and_translate(image, image.shape, (0, 1), jnp.stack([zoom, zoom]), translation,
                                        "linear", antialias=False)
+
+
+def one_cpu_device_per_core() -> None:
+  """On CPU, one XLA device per core, so that the fold axis spreads over every core (an XLA CPU
+  device runs most of its ops on one thread). Call before any device is touched; does nothing
+  when XLA_FLAGS already sets a device count. Accelerators are unaffected."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_force_host_platform_device_count" not in flags:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores}".strip()
 
 
 def fold_mesh(devices=None) -> jax.sharding.Mesh:

@@ -63,11 +63,11 @@ def run_model(cfg, name: str, clips, plan, tokenizer, mesh, log=lambda line: pri
   """Trains `name` on every fold of `plan`; returns its scores and per-epoch probabilities."""
   settings = model_settings(cfg, name)
   classes = emotions.SCHEMES[cfg.data.scheme]
-  data = {k: v for k, v in clips.arrays.items()}
+  data = {k: v for k, v in clips.arrays.items() if k != "face" or (name == "deft" and cfg.model.structure.enabled)}
   if name == "deft":
     spec = fold_models.deft(cfg, tokenizer, data, settings["smoothing"])
   else:
-    data = {k: data[k] for k in ("flow", "face", "label")}
+    data = {k: data[k] for k in ("flow", "label")}
     spec = fold_models.peer(name, len(classes), data, settings.get("smoothing", 0.0))
   ensemble = int(settings.get("ensemble", 1))
   weights = folds_lib.sampling_weights(plan.train, clips.label, cfg.folds.balance)

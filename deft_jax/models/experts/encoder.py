@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from deft_jax.models import convs
+
 
 ACTIVATIONS = {
     "gelu_tanh": lambda x: nn.gelu(x, approximate=True),  # SigLIP's gelu_pytorch_tanh
@@ -105,12 +107,11 @@ class Encoder(nn.Module):
     return layer_norm(self.config.layer_norm_eps, self.dtype, self.param_dtype, "post_layernorm")(x)
 
 
-def patch_conv(width, patch, dtype, param_dtype, name, use_bias=True) -> nn.Conv:
-  """Non-overlapping patches (2-D, or 3-D tubelets when `patch` has three sizes) -> tokens."""
-  return nn.Conv(width, tuple(patch), strides=tuple(patch), padding="VALID", dtype=dtype, param_dtype=param_dtype,
-                 name=name, use_bias=use_bias, kernel_init=nn.with_logical_partitioning(
-                     nn.initializers.lecun_normal(), (None,) * (len(patch) + 1) + ("embed",)),
-                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+def patch_conv(width, patch, dtype, param_dtype, name, use_bias=True) -> nn.Module:
+  """Non-overlapping patches (2-D, or 3-D tubelets when `patch` has three sizes) -> tokens; as a
+  matmul (models/convs.py) so that fold-vmapped experts stay fast."""
+  return convs.PatchEmbed(width, tuple(patch), dtype, param_dtype, use_bias, name=name,
+                          kernel_axes=(None,) * (len(patch) + 1) + ("embed",))
 
 
 def patch_embed(x, width, patch, dtype, param_dtype, name):

@@ -25,13 +25,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from deft_jax.facs import catalogue, regions
+from deft_jax.models import convs
 from deft_jax.models.experts import encoder as encoder_lib
 from deft_jax.models.experts import registry
 
 POOLINGS = ("mean", "attention")
 # "patch": the flow is cut into patches directly; "conv": a 3x3 convolution (stem_width
-# channels, GELU) first, a local inductive bias for small (28 px) flow fields as STSTNet uses.
-STEMS = ("patch", "conv")
+# channels, GELU) first, a local inductive bias for small (28 px) flow fields; "streams":
+# STSTNet's shallow triple stream (Liong et al., MEGC2019): parallel 3x3 convolutions of
+# stem_filters channels (ReLU), concatenated and max-pooled over each patch, one token per patch.
+STEMS = ("patch", "conv", "streams")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,11 @@ class MotionConfig:
   pooling: str = "mean"
   stem: str = "patch"
   stem_width: int = 16
+  stem_filters: tuple[int, ...] = (3, 5, 8)
+  # One more token after the regions': the whole stem map (grid x grid x channels), flattened
+  # and projected, keeping the spatial layout that region pooling averages away (STSTNet's
+  # classifier reads this map the same way).
+  summary_token: bool = False
 
   def __post_init__(self):
     if self.pooling not in POOLINGS:
@@ -54,7 +62,8 @@ class MotionConfig:
 def config_from(node) -> MotionConfig:
   return MotionConfig(encoder_lib.EncoderConfig(**node.encoder.to_dict()), node.flow_size, node.patch,
                       node.flow_scale, node.pooling, node.get("stem", "patch"),
-                      node.get("stem_width", 16))
+                      node.get("stem_width", 16), tuple(node.get("stem_filters", (3, 5, 8))),
+                      node.get("summary_token", False))
 
 
 def region_weights(size: int, patch: int) -> np.ndarray:
@@ -117,18 +126,27 @@ class MotionExpert(nn.Module):
   @nn.compact
   def __call__(self, flow, deterministic=True, region_boxes=None):
     """flow (B, S', S', 3), any S'; region_boxes (B, R, 4) or None (canonical boxes)
-    -> (region tokens (B, R, width), {"au_logits": (B, NUM_AUS)})."""
+    -> (region tokens (B, R, width) [+ the summary token], {"au_logits": (B, NUM_AUS)})."""
     c = self.config
     flow = registry.resize_flow(flow.astype(jnp.float32), c.flow_size)
     x = flow / c.flow_scale
-    if c.stem == "conv":
-      x = nn.gelu(nn.Conv(c.stem_width, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype,
-                          kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None,) * 4),
-                          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
-                          name="stem_conv")(x))
-    x = encoder_lib.patch_embed(x, c.encoder.width, (c.patch, c.patch), self.dtype,
-                                self.param_dtype, "patch_embed")
+    b = flow.shape[0]
+    if flow.shape[1] % c.patch:
+      raise ValueError(f"motion: flow of {flow.shape[1]} px does not split into {c.patch} px patches")
+    conv = lambda features, name: convs.PatchConv(features, 3, 1, self.dtype, self.param_dtype, (None,) * 4, name=name)
+    if c.stem == "streams":
+      x = jnp.concatenate([nn.relu(conv(f, f"stem_conv{i}")(x)) for i, f in enumerate(c.stem_filters)], -1)
+      s, p = x.shape[1] // c.patch, c.patch
+      x = x.reshape(b, s, p, s, p, x.shape[-1]).max((2, 4))
+      x = encoder_lib.patch_embed(x, c.encoder.width, (1, 1), self.dtype, self.param_dtype, "patch_embed")
+    else:
+      if c.stem == "conv":
+        x = nn.gelu(conv(c.stem_width, "stem_conv")(x))
+      x = encoder_lib.patch_embed(x, c.encoder.width, (c.patch, c.patch), self.dtype,
+                                  self.param_dtype, "patch_embed")
     b, h, w, d = x.shape
+    summary = encoder_lib.dense(d, (None, "embed"), self.dtype, self.param_dtype, "summary")(
+        x.reshape(b, 1, h * w * d)) if c.summary_token else None
     x = x + encoder_lib.position_embedding(self, "position_embedding", (1, h, w, d))
     x = encoder_lib.Encoder(c.encoder, self.dtype, self.param_dtype, name="encoder")(
         x.reshape(b, h * w, d).astype(self.dtype), deterministic)
@@ -141,8 +159,11 @@ class MotionExpert(nn.Module):
     if c.pooling == "attention":
       tokens = tokens + RegionPool(c.encoder, self.dtype, self.param_dtype, name="region_pool")(x, weights)
     # Each AU belongs to a region, so the head sees every region's token in its place.
+    regional = tokens
+    if summary is not None:
+      tokens = jnp.concatenate([tokens, summary.astype(tokens.dtype)], axis=1)
     au_logits = encoder_lib.dense(catalogue.NUM_AUS, (None, None), self.dtype, self.param_dtype, "au_head")(
-        tokens.reshape(b, -1))
+        regional.reshape(b, -1))
     return tokens, {"au_logits": au_logits.astype(jnp.float32)}
 
 

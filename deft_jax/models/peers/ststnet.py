@@ -7,35 +7,23 @@ max-pooled (3 x 3, stride 3); the streams are concatenated (16 channels), averag
 use 3 x 3 kernels with padding 2 (28 -> 30 -> 10 -> 5), about 1,700 parameters; `kernels`
 lets the 3/5/7 variant be tried.
 
-The convolutions are written as patches x matrix (`PatchConv`, the same parameters and outputs
-as nn.Conv): vmapped over folds, a convolution whose kernel differs per fold becomes a grouped
-convolution, which XLA's CPU backend runs slowly; patches (a fixed filter) batch over folds,
-and the per-fold matrix product becomes one batched matmul.
+The convolutions are written as patches x matrix (models/convs.py), for the fold program.
 """
 
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from deft_jax.models import convs
 
-class PatchConv(nn.Module):
-  """nn.Conv (stride 1, symmetric padding) as image patches times the kernel matrix."""
-  features: int
-  kernel: int
-  padding: int
 
-  @nn.compact
-  def __call__(self, x):
-    c, k = x.shape[-1], self.kernel
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, c, self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    patches = jax.lax.conv_general_dilated_patches(
-        x, (k, k), (1, 1), [(self.padding, self.padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    # Patch features are ordered (channel, row, column).
-    matrix = kernel.transpose(2, 0, 1, 3).reshape(c * k * k, self.features)
-    return patches @ matrix + bias
+def max_pool_3(x):
+  """nn.max_pool(x, (3, 3), (3, 3), padding=((1, 1), (1, 1))) as a reshape and a max, whose
+  gradient the CPU backend runs faster than reduce_window's select-and-scatter."""
+  n = [(s - 1) // 3 + 1 for s in x.shape[1:3]]
+  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)[:, :3 * n[0], :3 * n[1]]
+  return x.reshape(x.shape[0], n[0], 3, n[1], 3, x.shape[-1]).max((2, 4))
 
 
 class STSTNet(nn.Module):
@@ -50,9 +38,9 @@ class STSTNet(nn.Module):
     streams = []
     for i, (f, k) in enumerate(zip(self.filters, self.kernels)):
       pad = k // 2 + 1  # k = 3: padding 2, as the paper's 28 -> 30
-      x = PatchConv(f, k, pad, name=f"conv{i}")(flow)
+      x = convs.PatchConv(f, k, pad, name=f"conv{i}")(flow)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(nn.relu(x))
-      x = nn.max_pool(x, (3, 3), (3, 3), padding=((1, 1), (1, 1)))
+      x = max_pool_3(x)
       streams.append(x)
     x = nn.avg_pool(jnp.concatenate(streams, -1), (2, 2), (2, 2))
     x = nn.Dropout(self.dropout, deterministic=not train)(x.reshape(x.shape[0], -1))
