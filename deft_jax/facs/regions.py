@@ -235,14 +235,19 @@ def region_masks(size: int, boxes=None, landmarks=None) -> np.ndarray:
   return np.stack(masks)
 
 
+def grid_size(size: int, patch: int, what: str = "crop") -> int:
+  """Patches per side of a `size` px square cut into `patch` px patches; an error when they do not fit."""
+  if size % patch:
+    raise ValueError(f"{what} of {size} px does not split into {patch} px patches")
+  return size // patch
+
+
 def patch_shares(size: int, patch: int, landmarks=None) -> np.ndarray:
   """(num_regions, grid, grid): the share of each patch's pixels inside each region.
 
   A patch token summarises its pixels, so a region's token should weigh patches by how much
   of the region they hold, not by whether the patch centre falls inside it.
   """
-  if size % patch:
-    raise ValueError(f"crop of {size} px does not split into {patch} px patches")
-  g = size // patch
+  g = grid_size(size, patch)
   masks = region_masks(size, landmarks=landmarks).astype(np.float32)
   return masks.reshape(len(masks), g, patch, g, patch).mean(axis=(2, 4))

@@ -78,9 +78,7 @@ def region_weights_from_boxes(boxes, size: int, patch: int):
   A box is a product of an x and a y interval, so a patch's share of it is the product of
   its shares along each axis; pixel centres span [-1, 1] as in regions.region_masks.
   """
-  if size % patch:
-    raise ValueError(f"flow of {size} px does not split into {patch} px patches")
-  g = size // patch
+  g = regions.grid_size(size, patch, "flow")
   coords = jnp.linspace(-1.0, 1.0, size)
   boxes = jnp.asarray(boxes, jnp.float32)
 
@@ -131,12 +129,11 @@ class MotionExpert(nn.Module):
     flow = registry.resize_flow(flow.astype(jnp.float32), c.flow_size)
     x = flow / c.flow_scale
     b = flow.shape[0]
-    if flow.shape[1] % c.patch:
-      raise ValueError(f"motion: flow of {flow.shape[1]} px does not split into {c.patch} px patches")
+    s = regions.grid_size(flow.shape[1], c.patch, "motion: flow")
     conv = lambda features, name: convs.PatchConv(features, 3, 1, self.dtype, self.param_dtype, (None,) * 4, name=name)
     if c.stem == "streams":
       x = jnp.concatenate([nn.relu(conv(f, f"stem_conv{i}")(x)) for i, f in enumerate(c.stem_filters)], -1)
-      s, p = x.shape[1] // c.patch, c.patch
+      p = c.patch
       x = x.reshape(b, s, p, s, p, x.shape[-1]).max((2, 4))
       x = encoder_lib.patch_embed(x, c.encoder.width, (1, 1), self.dtype, self.param_dtype, "patch_embed")
     else:
