@@ -38,6 +38,7 @@ setuptools.setup(
     extras_require={
         "test": [
             "pytest",
+            "pytest-xdist",  # pytest.ini runs the suite on every core (at most 4 workers)
             "torch==2.13.0",
             "scikit-image",
             "scikit-learn",
