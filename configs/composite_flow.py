@@ -17,7 +17,7 @@ settings the same way, never on test scores.
 What the search chose, against the first configuration: STSTNet's triple-stream stem under the
 motion expert's transformer with one token per 4 px cell, a summary token that keeps the stem
 map's layout, the (small, random) LLM trained whole at 2 layers of width 64, the LM term at
-x0.1, 16 epochs, and no structure expert (the one face crop per clip cost 0.04 validation UF1:
+x0.1, 16 epochs, AdamW weight decay 0.05, and no structure expert (the one face crop per clip cost 0.04 validation UF1:
 identity, not motion). The structure expert is one override away
 (--config.model.structure.enabled=True).
 
@@ -55,7 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # No AU labels in the composite: the AU term is off; the answers' cues come from the flow.
     c.loss = dict(lm=0.1, emotion=1.0, au=0.0, decorrelation=0.0)
     c.optim.learning_rate = 1e-3
-    c.optim.weight_decay = 1e-4
+    c.optim.weight_decay = 0.05
 
     c.folds = dict(
         mode="test",  # "validation": nested validation, no test clip scored
