@@ -31,7 +31,7 @@ def test_two_processes_match_one_process(tmp_path_factory, tmp_path, synthetic_t
     procs.append(subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
   try:
-    outputs = [p.communicate(timeout=400)[0] for p in procs]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
   finally:
     for p in procs:
       if p.poll() is None:

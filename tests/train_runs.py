@@ -53,7 +53,9 @@ def train_command(workdir, synthetic_tiny, tok: str, *extra: str, command: str =
           *RUN_OVERRIDES, *extra]
 
 
-def run(cmd, environ, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(cmd, environ, timeout: float = 900) -> subprocess.CompletedProcess:
+  # The timeout guards against a hang, it checks no speed: with the suite spread over every core
+  # (pytest-xdist) a job shares them with another worker's tests.
   return subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=timeout,
                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
