@@ -207,18 +207,19 @@ def test_matmul_convs_equal_flax_conv():
   """models/convs.py keeps nn.Conv's parameters and outputs (stride-1 convs and patch embeddings)."""
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(2, 28, 28, 3)), jnp.float32)
-  for k, pad in ((3, 2), (5, 1)):
+  for k, pad in ((3, 2), (5, 3), (3, 1), (5, 1)):
     ours = convs.PatchConv(4, k, pad)
     v = ours.init(jax.random.key(1), x)
     ref = nn.Conv(4, (k, k), padding=pad).apply({"params": v["params"]}, x)
     np.testing.assert_allclose(ours.apply(v, x), ref, rtol=1e-5, atol=1e-5)
   video = jnp.asarray(rng.normal(size=(2, 4, 30, 30, 3)), jnp.float32)  # 30 px: a remainder to drop
-  for inputs, patch in ((x[:, :27], (4, 3)), (video, (2, 4, 4))):
+  for inputs, patch in ((x, (4, 4)), (x, (7, 7)), (x[:, :27], (3, 2)), (x[:, :27], (4, 3)),
+                        (video, (2, 4, 4))):
     ours = convs.PatchEmbed(5, patch)
     v = ours.init(jax.random.key(2), inputs)
     ref = nn.Conv(5, patch, strides=patch, padding="VALID").apply({"params": v["params"]}, inputs)
     np.testing.assert_allclose(ours.apply(v, inputs), ref, rtol=1e-5, atol=1e-5)
-  for size in (30, 29):
+  for size in (30, 28, 29):  # every remainder mod 3; 28 is STSTNet's input
     image = jnp.asarray(rng.normal(size=(2, size, size, 4)), jnp.float32)
     np.testing.assert_array_equal(ststnet.max_pool_3(image),
                                   nn.max_pool(image, (3, 3), (3, 3), padding=((1, 1), (1, 1))))
