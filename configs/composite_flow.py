@@ -17,8 +17,8 @@ settings the same way, never on test scores.
 What the search chose, against the first configuration: STSTNet's triple-stream stem under the
 motion expert's transformer with one token per 4 px cell, a summary token that keeps the stem
 map's layout, the (small, random) LLM trained whole at 2 layers of width 64, the LM term at
-x0.1, 16 epochs, AdamW weight decay 0.05, and no structure expert (the one face crop per clip cost 0.04 validation UF1:
-identity, not motion). The structure expert is one override away
+x0.1, 16 epochs, AdamW weight decay 0.05, and no structure expert (the one face crop per clip
+cost 0.04 validation UF1: identity, not motion). The structure expert is one override away
 (--config.model.structure.enabled=True).
 
 Variants: "" (the default real job) and "tiny" (seconds; for tests on a fake layout).

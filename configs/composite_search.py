@@ -20,7 +20,7 @@ SUMMARY = {"model.motion.summary_token": True}
 CHOSEN = "c_weight_decay0.05"  # the default of configs/composite_flow.py (docs/RESULTS.md says why)
 MOTION = {**STREAMS16, **TRAINED, **SUMMARY, "loss.lm": 0.1, "model.structure.enabled": False}
 LLM2X64 = {"model.llm.num_hidden_layers": 2, "model.llm.hidden_size": 64, "model.llm.intermediate_size": 128}
-CHOSEN_OVERRIDES = {**MOTION, **LLM2X64}
+ROUND4_BEST = {**MOTION, **LLM2X64}  # m16_llm2x64, the default from round 4 until round 6
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -73,20 +73,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # Round 4, fixed after round 3: the motion expert alone, LLM trained, summary token, LM x0.1.
         dict(name="m32", overrides={**MOTION, "folds.epochs": 32, "folds.warmup_epochs": 4}),
         dict(name="m16_ensemble3", overrides={**MOTION, "folds.ensemble": 3}),
-        dict(name="m16_llm2x64", overrides=CHOSEN_OVERRIDES),
+        dict(name="m16_llm2x64", overrides=ROUND4_BEST),
         dict(name="m16_lr3e-3", overrides={**MOTION, "optim.learning_rate": 3e-3}),
         # Round 5, fixed after round 4 (the wider, deeper LLM was the best point): more LLM.
         dict(name="m16_llm4x64", overrides={**MOTION, "model.llm.num_hidden_layers": 4, "model.llm.hidden_size": 64,
                                             "model.llm.intermediate_size": 128}),
         dict(name="m16_llm2x128", overrides={**MOTION, "model.llm.num_hidden_layers": 2, "model.llm.hidden_size": 128,
                                              "model.llm.intermediate_size": 256}),
-        # Round 6, fixed after round 5 and the final LOSO (2026-12-02): regularisers on the
-        # chosen point, which fits its training clips almost perfectly.
-        dict(name="c_weight_decay0.05", overrides={**CHOSEN_OVERRIDES, "optim.weight_decay": 0.05}),
-        dict(name="c_dropout0.1", overrides={**CHOSEN_OVERRIDES, "model.motion.encoder.dropout": 0.1}),
-        dict(name="c_strong_augment", overrides={**CHOSEN_OVERRIDES, "folds.augment.shift": 2.0,
+        # Round 6, fixed after round 5 and the final LOSO (2026-12-02): regularisers on round 4's
+        # best point, which fits its training clips almost perfectly.
+        dict(name="c_weight_decay0.05", overrides={**ROUND4_BEST, "optim.weight_decay": 0.05}),
+        dict(name="c_dropout0.1", overrides={**ROUND4_BEST, "model.motion.encoder.dropout": 0.1}),
+        dict(name="c_strong_augment", overrides={**ROUND4_BEST, "folds.augment.shift": 2.0,
                                                  "folds.augment.scale": 0.1}),
-        dict(name="c_batch32", overrides={**CHOSEN_OVERRIDES, "folds.batch_size": 32}),
-        dict(name="c_smoothing0.1", overrides={**CHOSEN_OVERRIDES, "folds.label_smoothing": 0.1}),
+        dict(name="c_batch32", overrides={**ROUND4_BEST, "folds.batch_size": 32}),
+        dict(name="c_smoothing0.1", overrides={**ROUND4_BEST, "folds.label_smoothing": 0.1}),
     )
   return c
