@@ -67,6 +67,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         batch_size=8 if tiny else 16,
         ensemble=1,  # models per fold (seeds), their probabilities averaged
         label_smoothing=0.0,
+        test_flip=False,  # score each clip as the mean of its own and its mirror's logits
+        average_epochs=1,  # honest prediction: mean probabilities of the last k epochs (k fixed beforehand)
         balance="sample",  # "sample": classes drawn equally often; "none"
         augment=dict(flip=True, shift=1.0, scale=0.05),
         models=("deft", "ststnet"),  # the first writes DIR/results.json; the others DIR/peers/<name>/

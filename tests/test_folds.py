@@ -140,6 +140,26 @@ def test_flip_negates_u_and_mirrors():
   np.testing.assert_array_equal(np.asarray(out["face"])[flipped], np.asarray(batch["face"])[flipped][:, :, ::-1])
 
 
+def test_test_flip_scores_the_mean_of_a_clip_and_its_mirror():
+  """With test_flip the scored logits are the mean over the clip and its mirror (u negated)."""
+  data = _peer_data(n=6)
+  spec = fold_models.peer("ststnet", 3, data)
+  variables = spec.init(jax.random.key(3))
+  tx = optax.set_to_zero()
+  idx = np.arange(6, dtype=np.int32)
+  weights = np.full(6, 1 / 6, np.float32)
+  outs = {}
+  for flip in (False, True):  # one step (batch statistics move, parameters do not)
+    epoch = folds.make_epoch(spec, tx, folds.Augment(flip=False), folds.Schedule(2, 1, 1, test_flip=flip))
+    trained, _, _, outs[flip] = epoch(variables, tx.init(variables["params"]), data, weights, idx, jax.random.key(0))
+  mirrored = {**data, "flow": data["flow"][:, :, ::-1] * np.array([-1.0, 1.0, 1.0], np.float32)}
+  plain = np.asarray(spec.logits(trained, data))
+  expected = (plain + np.asarray(spec.logits(trained, mirrored))) / 2
+  np.testing.assert_allclose(outs[False], plain, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(outs[True], expected, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(outs[True], outs[False], atol=1e-4)
+
+
 @pytest.mark.slow
 def test_ststnet_has_the_papers_shape_and_size():
   module = ststnet.STSTNet()
@@ -178,6 +198,12 @@ def test_pooled_honest_and_optimistic_scores_match_scikit_learn():
   chosen = np.stack([probs[best[k], k] for k in range(f)]).argmax(-1)[mask]
   assert optimistic["full"]["uf1"] == pytest.approx(sk.f1_score(truth, chosen, average="macro"))
   np.testing.assert_array_equal(rows["prediction"], pred)
+  averaged, _, _, rows = fold_scores.score(probs, idx, mask, labels, datasets, c, average_epochs=3)
+  pred = probs[-3:].mean(0).argmax(-1)[mask]  # a fixed snapshot ensemble of the last 3 epochs
+  assert averaged["full"]["uf1"] == pytest.approx(sk.f1_score(truth, pred, average="macro"))
+  np.testing.assert_array_equal(rows["prediction"], pred)
+  with pytest.raises(ValueError, match="average_epochs=5"):
+    fold_scores.score(probs, idx, mask, labels, datasets, c, average_epochs=5)
 
 
 @pytest.mark.slow

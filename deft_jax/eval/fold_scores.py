@@ -1,6 +1,7 @@
 """Honest and optimistic scores of the fold program's per-epoch predictions.
 
-honest:     every fold's model at the last epoch of the fixed schedule (MEGC2019 protocol);
+honest:     every fold's model at the last epoch of the fixed schedule (MEGC2019 protocol), or the
+            mean of its last k epochs' probabilities (a fixed snapshot ensemble, fixed beforehand);
 optimistic: each fold's epoch chosen by its own test clips (the most correct predictions, the
             first such epoch), as HTNet and CausalNet score themselves. It looks at the test
             labels to choose, so it is printed beside the honest score only to show the gap.
@@ -31,12 +32,16 @@ def best_epochs(probs: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.nd
   return correct.argmax(0)
 
 
-def score(probs: np.ndarray, idx: np.ndarray, mask: np.ndarray, labels: np.ndarray, datasets, num_classes: int):
+def score(probs: np.ndarray, idx: np.ndarray, mask: np.ndarray, labels: np.ndarray, datasets, num_classes: int,
+          average_epochs: int = 1):
   """probs (E, F, M, C) of the clips idx (F, M) (mask: real entries) -> honest and optimistic
-  pooled scores, and the honest per-clip rows (clip index, truth, prediction, probs)."""
+  pooled scores, and the honest per-clip rows (clip index, truth, prediction, probs). The honest
+  prediction averages the last `average_epochs` epochs' probabilities."""
+  if not 1 <= average_epochs <= len(probs):
+    raise ValueError(f"folds.average_epochs={average_epochs}: needs 1..{len(probs)} (the epochs)")
   truth = labels[idx]
   datasets = np.asarray(datasets)
-  last = probs[-1]
+  last = probs[-average_epochs:].mean(0)
   honest = metrics.pooled(truth[mask], last.argmax(-1)[mask], num_classes, datasets[idx][mask])
   best = best_epochs(probs, truth, mask)
   chosen = probs[best, np.arange(probs.shape[1])]  # (F, M, C)

@@ -125,8 +125,9 @@ class Augment:
     kf, ka = jax.random.split(rng)
     if self.flip:
       flip = jax.random.bernoulli(kf, 0.5, (flow.shape[0],))[:, None, None, None]
-      flow = jnp.where(flip, flow[:, :, ::-1] * jnp.array([-1.0, 1.0, 1.0]), flow)
-      face = None if face is None else jnp.where(flip, face[:, :, ::-1], face)
+      mirrored = mirror({"flow": flow, **({} if face is None else {"face": face})})
+      flow = jnp.where(flip, mirrored["flow"], flow)
+      face = None if face is None else jnp.where(flip, mirrored["face"], face)
     if self.shift or self.scale:
       u = jax.random.uniform(ka, (flow.shape[0], 3), minval=-1.0, maxval=1.0)
       zoom = 1.0 + self.scale * u[:, 0]
@@ -136,6 +137,14 @@ class Augment:
     if face is None:
       return {**batch, "flow": flow}
     return {**batch, "flow": flow, "face": jnp.clip(jnp.round(face), 0, 255).astype(jnp.uint8)}
+
+
+def mirror(batch):
+  """The batch mirrored left-right: flow and face flipped, the horizontal flow u negated."""
+  out = {**batch, "flow": batch["flow"][:, :, ::-1] * jnp.array([-1.0, 1.0, 1.0], batch["flow"].dtype)}
+  if "face" in batch:
+    out["face"] = batch["face"][:, :, ::-1]
+  return out
 
 
 def _affine(image, zoom, shift):
@@ -166,6 +175,7 @@ class Schedule:
   batch_size: int
   steps_per_epoch: int
   epochs: int
+  test_flip: bool = False  # score each clip as the mean of its own and its mirror's logits
 
 
 def make_epoch(spec, tx, augment: Augment, schedule: Schedule):
@@ -190,7 +200,10 @@ def make_epoch(spec, tx, augment: Augment, schedule: Schedule):
   def epoch(variables, opt_state, data, weights, idx, key):
     keys = jax.random.split(key, schedule.steps_per_epoch)
     (variables, opt_state, _, _), loss = jax.lax.scan(step, (variables, opt_state, data, weights), keys)
-    logits = spec.logits(variables, jax.tree.map(lambda x: x[idx], data))
+    scored = jax.tree.map(lambda x: x[idx], data)
+    logits = spec.logits(variables, scored)
+    if schedule.test_flip:
+      logits = (logits + spec.logits(variables, mirror(scored))) / 2
     return variables, opt_state, loss.mean(), logits.astype(jnp.float32)
 
   return epoch

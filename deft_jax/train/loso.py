@@ -41,7 +41,7 @@ def model_settings(cfg, name: str) -> dict:
     f = cfg.folds
     return dict(epochs=f.epochs, batch_size=f.batch_size, learning_rate=cfg.optim.learning_rate,
                 weight_decay=cfg.optim.weight_decay, warmup_epochs=f.warmup_epochs, ensemble=f.ensemble,
-                smoothing=f.label_smoothing)
+                smoothing=f.label_smoothing, test_flip=f.test_flip, average_epochs=f.average_epochs)
   if name not in cfg.peers:
     raise ValueError(f"folds.models: {name!r} is not a model; known: {fold_models.MODELS}")
   return dict(cfg.peers[name])
@@ -73,7 +73,7 @@ def run_model(cfg, name: str, clips, plan, tokenizer, mesh, log=lambda line: pri
   weights = folds_lib.sampling_weights(plan.train, clips.label, cfg.folds.balance)
   idx, mask = folds_lib.scored_indices(plan.scored)
   steps = folds_lib.steps_per_epoch(plan.train, settings["batch_size"])
-  schedule = folds_lib.Schedule(settings["batch_size"], steps, settings["epochs"])
+  schedule = folds_lib.Schedule(settings["batch_size"], steps, settings["epochs"], settings.get("test_flip", False))
   tx = optimizer(settings, steps * schedule.epochs, steps * settings.get("warmup_epochs", 0), spec.frozen)
   augment = folds_lib.Augment(**cfg.folds.augment)
   start = time.time()
@@ -91,14 +91,18 @@ def run_model(cfg, name: str, clips, plan, tokenizer, mesh, log=lambda line: pri
 def summarise(cfg, out: dict, clips, plan) -> dict:
   classes = emotions.SCHEMES[cfg.data.scheme]
   probs, idx, mask = out["probs"], out["idx"], out["mask"]
-  honest, optimistic, best, rows = fold_scores.score(probs, idx, mask, clips.label, clips.dataset, len(classes))
+  average = int(out["settings"].get("average_epochs", 1))
+  honest, optimistic, best, rows = fold_scores.score(probs, idx, mask, clips.label, clips.dataset, len(classes),
+                                                     average)
   full = {k: v for k, v in honest["full"].items() if k != "num_clips"}
   validation = plan.mode == "validation"
   result = {
       "model": out["name"],
       "protocol": ("nested validation: every outer fold holds out a group of its training subjects and scores "
                    "them; no test clip is scored") if validation else
-                  "MEGC2019: leave-one-subject-out, fixed schedule (last epoch), one confusion matrix pooled over folds",
+                  "MEGC2019: leave-one-subject-out, fixed schedule (" +
+                  ("last epoch" if average == 1 else f"mean of the last {average} epochs") +
+                  "), one confusion matrix pooled over folds",
       **full, "per_dataset": honest["per_dataset"], "scheme": cfg.data.scheme, "classes": list(classes),
       ("num_validation_predictions" if validation else "num_test_clips"): int(mask.sum()),
       "num_test_subjects": len({clips.subject[i] for i in rows["index"]}),
