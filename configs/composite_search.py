@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.motion.update(stem="conv", patch=7, summary_token=False)
     c.model.llm.update(hidden_size=c.model.motion.encoder.width, intermediate_size=2 * c.model.motion.encoder.width,
                        num_hidden_layers=1)
-    c.optim.frozen = (r"^llm/layers_\d+/(?!.*lora_).*",)  # LoRA alone trains in the LLM
+    c.optim.frozen = (r"^llm/layers(_\d+)?/(?!.*lora_).*",)  # LoRA alone trains in the LLM
     c.loss.lm = 0.5
     c.optim.weight_decay = 1e-4
     c.folds.update(epochs=2 if arg == "tiny" else 8, warmup_epochs=0 if arg == "tiny" else 1)

@@ -72,7 +72,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       dtype="float32",
       param_dtype="float32",
       trainable_dtype="",  # trainable weights (and their Adam moments) in this dtype; "": param_dtype
-      remat=False,
+      remat="none",  # per LLM layer, what the backward pass keeps: none | full | dots | dots_all | everything
+      scan_layers=True,  # the LLM's layers as one nn.scan (parameters stacked under llm/layers/)
   )
 
   # Hybrid objective (DEFT: discriminative + generative terms): weights of each term; 0 switches a term off.
@@ -84,7 +85,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       weight_decay=1e-4,
       grad_clip=1.0,
       # Parameters whose path matches any of these stay exactly as initialised.
-      frozen=(r"^llm/layers_\d+/(?!.*lora_).*",),
+      frozen=(r"^llm/layers(_\d+)?/(?!.*lora_).*",),
   )
 
   c.train = dict(
@@ -116,6 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       ("head_dim", None),
       ("norm", None),
       ("lora_rank", None),
+      ("layers", None),  # the scanned LLM's stacked layer axis
   )
   c.lock()
   return c

@@ -54,8 +54,8 @@ def test_the_planned_precision_policy_trains(tmp_path_factory, synthetic_tiny):
   flat = lambda tree: traverse_util.flatten_dict(tree, sep="/")
   before = {k: np.asarray(v.astype(jnp.float32)) for k, v in flat(state_lib.all_params(state)).items()}
   dtypes = {k: v.dtype for k, v in flat(state_lib.all_params(state)).items()}
-  assert dtypes["llm/layers_0/self_attn/q_proj/kernel"] == jnp.bfloat16
-  assert dtypes["llm/layers_0/self_attn/q_proj/lora_a"] == jnp.float32 == dtypes["emotion_head/kernel"]
+  assert dtypes["llm/layers/self_attn/q_proj/kernel"] == jnp.bfloat16
+  assert dtypes["llm/layers/self_attn/q_proj/lora_a"] == jnp.float32 == dtypes["emotion_head/kernel"]
   pre = pipeline.Preprocess(tok, cfg.data.scheme, cfg.data.max_text_len, train=True)
   batch = next(iter(pipeline.dataset(synthetic_tiny.as_data_source()["train"], pre, 4, seed=0, train=True)))
   train_step = step_lib.make_train_step(model, dict(cfg.loss), shardings, mesh)
@@ -66,9 +66,9 @@ def test_the_planned_precision_policy_trains(tmp_path_factory, synthetic_tiny):
   assert np.all(np.isfinite(losses))
   after = flat(state_lib.all_params(state))
   assert {k: v.dtype for k, v in after.items()} == dtypes
-  np.testing.assert_array_equal(before["llm/layers_0/mlp/up_proj/kernel"],
-                                np.asarray(after["llm/layers_0/mlp/up_proj/kernel"].astype(jnp.float32)))
-  assert not np.array_equal(before["llm/layers_0/mlp/up_proj/lora_b"], np.asarray(after["llm/layers_0/mlp/up_proj/lora_b"]))
+  np.testing.assert_array_equal(before["llm/layers/mlp/up_proj/kernel"],
+                                np.asarray(after["llm/layers/mlp/up_proj/kernel"].astype(jnp.float32)))
+  assert not np.array_equal(before["llm/layers/mlp/up_proj/lora_b"], np.asarray(after["llm/layers/mlp/up_proj/lora_b"]))
 
 
 def test_aot_without_the_plugin_refuses_naming_it(monkeypatch, capsys):

@@ -44,7 +44,8 @@ def test_real_stages_train_what_deft_trains_in_each(target):
   scheme, corpus = stage1_real.TARGETS[target]
   assert first.data.name == f"uni_mer/{corpus}" != second.data.name == f"uni_mer/{target}"
   assert not first.model.lora.enabled and first.optim.frozen == (r"^llm/",)
-  assert second.model.lora.enabled and not re.fullmatch(second.optim.frozen[0], "llm/layers_0/q_proj/lora_a")
-  assert re.fullmatch(second.optim.frozen[0], "llm/layers_0/q_proj/kernel")
+  for layers in ("layers", "layers_0"):  # scanned and unscanned LLMs alike
+    assert second.model.lora.enabled and not re.fullmatch(second.optim.frozen[0], f"llm/{layers}/q_proj/lora_a")
+    assert re.fullmatch(second.optim.frozen[0], f"llm/{layers}/q_proj/kernel")
   assert first.data.scheme == second.data.scheme == scheme
   assert first.train.steps == 2000 and second.train.steps == 1000

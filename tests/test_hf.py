@@ -33,19 +33,29 @@ def test_logits_match_transformers(tmp_path, variant):
   np.testing.assert_allclose(ours[real], ref[real], rtol=0, atol=1e-4)
 
 
-def test_sharded_checkpoint_and_mesh_placement(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scan", [True, False])
+def test_sharded_checkpoint_and_mesh_placement(tmp_path, monkeypatch, scan):
+  """Layers spread over several files, read in row blocks straight into each device's shard;
+  scanned, each stacked leaf gathers its layers from their files."""
   monkeypatch.setattr(hf, "_CHUNK_BYTES", 512)  # many row blocks per shard
   model = hf_model("qwen2", seed=2)
   path = tmp_path / "sharded"
   model.save_pretrained(path, max_shard_size="40KB")
-  assert os.path.exists(path / hf.INDEX_FILE)
+  assert len(set(json.load(open(path / hf.INDEX_FILE))["weight_map"].values())) > 2
   mesh = make_mesh((2, 2, 2))
-  module, params = hf.from_pretrained(path, mesh=mesh)
+  module, params = hf.from_pretrained(path, mesh=mesh, scan_layers=scan)
   flat = traverse_util.flatten_dict(params, sep="/")
   spec = lambda p: tuple(flat[p].sharding.spec)
-  assert spec("layers_0/self_attn/q_proj/kernel") == ("fsdp", "tensor")
-  assert spec("layers_0/self_attn/k_proj/bias") == ("tensor",)
-  assert spec("layers_1/mlp/down_proj/kernel") == ("tensor", "fsdp")
+  if scan:
+    assert spec("layers/self_attn/q_proj/kernel") == (None, "fsdp", "tensor")
+    assert spec("layers/self_attn/k_proj/bias") == (None, "tensor")
+    assert spec("layers/mlp/down_proj/kernel") == (None, "tensor", "fsdp")
+    np.testing.assert_array_equal(np.asarray(flat["layers/mlp/down_proj/kernel"][1]),
+                                  model.model.layers[1].mlp.down_proj.weight.detach().numpy().T)
+  else:
+    assert spec("layers_0/self_attn/q_proj/kernel") == ("fsdp", "tensor")
+    assert spec("layers_0/self_attn/k_proj/bias") == ("tensor",)
+    assert spec("layers_1/mlp/down_proj/kernel") == ("tensor", "fsdp")
   assert spec("embed_tokens/embedding") == ("tensor", "fsdp")
   assert spec("norm/scale") == (None,)
   ids, mask = left_padded(np.random.default_rng(3), 2, 9)
@@ -60,11 +70,11 @@ def test_rules_that_do_not_divide_are_reported_and_replicated(tmp_path):
   with pytest.warns(sharding.ShardingWarning) as caught:
     _, params = hf.from_pretrained(path, mesh=mesh, rules={"heads": "tensor", "kv_heads": "tensor"})
   messages = [str(w.message) for w in caught]
-  assert any("layers_0/self_attn/k_proj/kernel: dimension 1 of size 12" in m and "tensor" in m for m in messages)
+  assert any("layers/self_attn/k_proj/kernel: dimension 2 of size 12" in m and "tensor" in m for m in messages)
   assert not any("q_proj" in m for m in messages)
-  attn = params["layers_0"]["self_attn"]
-  assert tuple(attn["q_proj"]["kernel"].sharding.spec) == (None, "tensor")  # 4 * 12 = 48 splits 8 ways
-  assert tuple(attn["k_proj"]["kernel"].sharding.spec) == (None, None)  # 1 * 12 does not
+  attn = params["layers"]["self_attn"]
+  assert tuple(attn["q_proj"]["kernel"].sharding.spec) == (None, None, "tensor")  # 4 * 12 = 48 splits 8 ways
+  assert tuple(attn["k_proj"]["kernel"].sharding.spec) == (None, None, None)  # 1 * 12 does not
 
 
 def test_bfloat16_checkpoint_loads_as_bfloat16(tmp_path):
@@ -74,7 +84,7 @@ def test_bfloat16_checkpoint_loads_as_bfloat16(tmp_path):
   leaves = jax.tree.leaves(params)
   assert all(x.dtype == jnp.bfloat16 for x in leaves)
   expected = model.model.layers[1].mlp.up_proj.weight.detach().float().numpy().T
-  np.testing.assert_array_equal(np.asarray(params["layers_1"]["mlp"]["up_proj"]["kernel"], np.float32), expected)
+  np.testing.assert_array_equal(np.asarray(params["layers"]["mlp"]["up_proj"]["kernel"][1], np.float32), expected)
   logits = module.apply({"params": params}, jnp.ones((1, 4), jnp.int32))
   assert logits.dtype == jnp.float32
 
@@ -138,9 +148,9 @@ def test_fresh_lora_starts_at_the_checkpoint(tmp_path):
   model, path = hf_checkpoint(tmp_path, "qwen3")
   mesh = make_mesh((1, 2, 4))
   module, params = hf.from_pretrained(path, lora=lora_lib.LoraConfig(rank=4), mesh=mesh, rng=jax.random.key(5))
-  q = params["layers_0"]["self_attn"]["q_proj"]
+  q = params["layers"]["self_attn"]["q_proj"]
   assert np.abs(np.asarray(q["lora_a"])).max() > 0 and np.abs(np.asarray(q["lora_b"])).max() == 0
-  assert tuple(q["lora_a"].sharding.spec) == ("fsdp", None)
+  assert tuple(q["lora_a"].sharding.spec) == (None, "fsdp", None)
   ids, mask = left_padded(np.random.default_rng(4), 2, 7)
   ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
   real = mask.astype(bool)

@@ -1,4 +1,4 @@
-"""DecoderLM on its own: config parsing, logical names, padding, dtypes, remat."""
+"""DecoderLM on its own: config parsing, logical names, padding, dtypes, remat, scanned layers."""
 
 import flax.linen as nn
 import jax
@@ -8,10 +8,10 @@ import pytest
 import transformers
 from flax import traverse_util
 
-from deft_jax.models import llm
+from deft_jax.models import decoding, layer_paths, llm
 from deft_jax.models import lora as lora_lib
 
-LOGICAL_NAMES = {"vocab", "embed", "mlp", "heads", "kv_heads", "head_dim", "norm", "lora_rank"}
+LOGICAL_NAMES = {"vocab", "embed", "mlp", "heads", "kv_heads", "head_dim", "norm", "lora_rank", "layers"}
 SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2)
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -53,15 +53,22 @@ def test_from_hf_names_missing_fields_and_unsupported_features():
     llm.LlmConfig.from_hf({"model_type": "llama", **SMALL, "hidden_act": "gelu", "mlp_bias": True})
 
 
-def test_every_parameter_has_logical_names():
+@pytest.mark.parametrize("scan", [True, False])
+def test_every_parameter_has_logical_names(scan):
   config = llm.LlmConfig(model_type="qwen3", **SMALL)
-  module = llm.DecoderLM(config, lora=lora_lib.LoraConfig(rank=2, targets=".*"))
+  module = llm.DecoderLM(config, lora=lora_lib.LoraConfig(rank=2, targets=".*"), scan_layers=scan)
   flat = traverse_util.flatten_dict(llm.abstract_params(module), sep="/")
   for path, boxed in flat.items():
     assert isinstance(boxed, nn.LogicallyPartitioned), path
     assert len(boxed.names) == boxed.value.ndim and set(boxed.names) <= LOGICAL_NAMES, (path, boxed.names)
-  assert flat["layers_1/self_attn/k_proj/kernel"].names == ("embed", "kv_heads")
-  assert flat["layers_1/self_attn/q_norm/scale"].names == ("head_dim",)
+  if scan:  # one stacked leaf per layer parameter, the layer axis first
+    assert flat["layers/self_attn/k_proj/kernel"].names == ("layers", "embed", "kv_heads")
+    assert flat["layers/self_attn/k_proj/kernel"].value.shape == (2, 64, 32)
+    assert flat["layers/self_attn/q_norm/scale"].names == ("layers", "head_dim")
+    assert not any(p.startswith("layers_") for p in flat)
+  else:
+    assert flat["layers_1/self_attn/k_proj/kernel"].names == ("embed", "kv_heads")
+    assert flat["layers_1/self_attn/q_norm/scale"].names == ("head_dim",)
   assert flat["lm_head/lora_b"].names == ("lora_rank", "vocab")
 
 
@@ -124,14 +131,43 @@ def test_bfloat16_compute_with_float32_params():
   assert np.abs(np.asarray(logits) - ref).max() > 0  # really computed in bf16
 
 
-def test_remat_matches_and_checkpoints():
-  config = llm.LlmConfig(**{**SMALL, "num_hidden_layers": 1})
+@pytest.mark.parametrize("scan, policy", [(True, "full"), (True, "dots"), (False, "full")])
+def test_remat_matches_and_checkpoints(scan, policy):
+  config = llm.LlmConfig(**{**SMALL, "num_hidden_layers": 2})
   lora = lora_lib.LoraConfig(rank=2)
-  plain, params = init(config, 13, lora=lora)
-  remat = llm.DecoderLM(config, lora=lora, remat=True)
+  plain, params = init(config, 13, lora=lora, scan_layers=scan)
+  remat = llm.DecoderLM(config, lora=lora, remat=policy, scan_layers=scan)
   ids = jnp.asarray(np.random.default_rng(13).integers(0, 128, (2, 6)))
   grad_fn = lambda m: jax.grad(lambda p: jnp.mean(m.apply({"params": p}, ids) ** 2))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                jax.jit(grad_fn(plain))(params), jax.jit(grad_fn(remat))(params))
   jaxpr = str(jax.make_jaxpr(grad_fn(remat))(params))
   assert "remat" in jaxpr or "checkpoint" in jaxpr
+  with pytest.raises(ValueError, match="unknown policy 'most'"):
+    llm.DecoderLM(config, remat="most").init(jax.random.key(0), ids)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen3"])
+def test_scanned_layers_equal_the_unscanned_stack(model_type):
+  """The scanned model on stacked weights computes what the per-layer model does on the same
+  weights: logits, gradients (LoRA and base) and cached greedy decoding."""
+  config = llm.LlmConfig(model_type=model_type, **{**SMALL, "num_hidden_layers": 3})
+  lora = lora_lib.LoraConfig(rank=2)
+  scanned, params = init(config, 14, lora=lora)
+  rng = np.random.default_rng(14)
+  params = jax.tree.map(lambda x: x + 0.05 * rng.normal(size=x.shape).astype(x.dtype), params)  # LoRA B != 0
+  unscanned = llm.DecoderLM(config, lora=lora, scan_layers=False)
+  per_layer = traverse_util.unflatten_dict(
+      layer_paths.unstack(traverse_util.flatten_dict(params, sep="/")), sep="/")
+  assert jax.tree.structure(per_layer) == jax.tree.structure(init(config, 0, lora=lora, scan_layers=False)[1])
+  ids = jnp.asarray(rng.integers(1, 128, (2, 7)))
+  mask = jnp.asarray(np.array([[0, 0, 1, 1, 1, 1, 1], [1] * 7]))
+  loss = lambda m: jax.value_and_grad(lambda p: jnp.mean(m.apply({"params": p}, ids, attention_mask=mask) ** 2))
+  (a, grads_a), (b, grads_b) = jax.jit(loss(scanned))(params), jax.jit(loss(unscanned))(per_layer)
+  np.testing.assert_allclose(a, b, rtol=1e-5)
+  flat_b = traverse_util.flatten_dict(grads_b, sep="/")
+  for path, g in layer_paths.unstack(traverse_util.flatten_dict(grads_a, sep="/")).items():
+    np.testing.assert_allclose(g, flat_b[path], rtol=1e-4, atol=1e-6, err_msg=path)
+  out = [decoding.generate(m, p, input_ids=ids, attention_mask=mask, max_new_tokens=5)
+         for m, p in ((scanned, params), (unscanned, per_layer))]
+  np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(out[1]))

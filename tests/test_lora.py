@@ -42,9 +42,9 @@ def paths(params):
 def test_targets_select_modules_and_names_separate_lora_from_base():
   _, params = init(lora_lib.LoraConfig(rank=2, targets=r".*self_attn/(q_proj|v_proj)$|lm_head"), 0)
   lora_paths = [p for p in paths(params) if "lora" in p]
-  assert sorted({p.rsplit("/", 1)[0] for p in lora_paths}) == [
-      "layers_0/self_attn/q_proj", "layers_0/self_attn/v_proj",
-      "layers_1/self_attn/q_proj", "layers_1/self_attn/v_proj", "lm_head"]
+  assert sorted({p.rsplit("/", 1)[0] for p in lora_paths}) == [  # the scanned stack: one leaf, 2 layers
+      "layers/self_attn/q_proj", "layers/self_attn/v_proj", "lm_head"]
+  assert params["layers"]["self_attn"]["q_proj"]["lora_a"].shape == (2, 64, 2)
   assert all("lora_" in p for p in lora_paths)
   base, adapter = lora_lib.split(params)
   assert not any("lora" in p for p in paths(base)) and len(paths(adapter)) == len(lora_paths)
@@ -104,7 +104,7 @@ def test_merge_matches_adapter_and_unmerge_restores():
   restored = lora_lib.unmerge(merged, lora_lib.split(params)[1], lora)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6),
                restored, params)
-  kernel = "layers_0/self_attn/q_proj/kernel"
+  kernel = "layers/self_attn/q_proj/kernel"
   assert np.abs(np.asarray(traverse_util.flatten_dict(merged, sep="/")[kernel])
                 - np.asarray(traverse_util.flatten_dict(params, sep="/")[kernel])).max() > 1e-3
 
@@ -124,9 +124,10 @@ def test_exported_adapter_loads_in_peft(tmp_path):
   np.testing.assert_allclose(ours[real], torch_logits(peft_model, ids, mask)[real], rtol=0, atol=1e-4)
 
 
-def test_adapter_saved_by_peft_imports(tmp_path):
+@pytest.mark.parametrize("scan", [True, False])
+def test_adapter_saved_by_peft_imports(tmp_path, scan):
   model, path = hf_checkpoint(tmp_path, "qwen3", seed=6)
-  _, params = hf.from_pretrained(path)
+  _, params = hf.from_pretrained(path, scan_layers=scan)
   peft_config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj"],
                                 lora_dropout=0.0)
   peft_model = peft.get_peft_model(model, peft_config).eval()
@@ -138,12 +139,24 @@ def test_adapter_saved_by_peft_imports(tmp_path):
   peft_model.save_pretrained(tmp_path / "adapter")
   lora, params = lora_lib.load_peft(tmp_path / "adapter", params)
   assert lora.rank == 4 and lora.scale == 2.0
-  assert len([p for p in paths(params) if p.endswith("lora_a")]) == 2 * 3
-  module = llm.DecoderLM(llm.LlmConfig.from_hf(path), lora=lora)
+  assert len([p for p in paths(params) if p.endswith("lora_a")]) == (3 if scan else 2 * 3)  # stacked: 2 layers each
+  module = llm.DecoderLM(llm.LlmConfig.from_hf(path), lora=lora, scan_layers=scan)
   ids, mask = left_padded(np.random.default_rng(7), 3, 8)
   ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
   real = mask.astype(bool)
   np.testing.assert_allclose(ours[real], torch_logits(peft_model, ids, mask)[real], rtol=0, atol=1e-4)
+
+
+def test_an_adapter_on_some_layers_only_needs_the_unscanned_model(tmp_path):
+  model, path = hf_checkpoint(tmp_path, "llama", seed=8)
+  peft_model = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"], layers_to_transform=[1]))
+  peft_model.save_pretrained(tmp_path / "adapter")
+  _, scanned = hf.from_pretrained(path)
+  with pytest.raises(ValueError, match=r"layers/self_attn/q_proj: the adapter covers 1 of its 2 layers"):
+    lora_lib.load_peft(tmp_path / "adapter", scanned)
+  _, params = hf.from_pretrained(path, scan_layers=False)
+  lora, params = lora_lib.load_peft(tmp_path / "adapter", params)
+  assert lora.targets == "^(layers_1/self_attn/q_proj)$" and "lora_a" not in params["layers_0"]["self_attn"]["q_proj"]
 
 
 def test_unsupported_peft_settings_are_named(tmp_path):

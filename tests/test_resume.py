@@ -87,7 +87,7 @@ def test_sigterm_checkpoints_exits_75_and_resumes(job, tmp_path):
   # The trainable weights alone, for export: LoRA and heads in, the frozen base out.
   adapters = checkpoint.read_adapters(tmp_path / "w" / "adapters" / f"step_{train_runs.STEPS}")
   assert any("lora_b" in k for k in adapters) and "emotion_head/kernel" in adapters
-  assert "llm/layers_0/self_attn/q_proj/kernel" not in adapters
+  assert "llm/layers/self_attn/q_proj/kernel" not in adapters
 
 
 INJECT = """

@@ -40,9 +40,9 @@ def test_train_step_on_8_devices_moves_only_trainable_weights(setup):
   cfg, model, mesh, batch = setup
   assert mesh.devices.size == 8 and dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
   state, shardings = state_lib.create_state(cfg, model, mesh, 10, jax.random.key(0))
-  q = state.frozen["llm"]["layers_0"]["self_attn"]["q_proj"]["kernel"]
-  assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
-  assert not any(k.startswith("llm/layers_") and "lora_" not in k for k in _flat(state.params))
+  q = state.frozen["llm"]["layers"]["self_attn"]["q_proj"]["kernel"]
+  assert q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")  # scanned: layers first
+  assert not any(k.startswith("llm/layers/") and "lora_" not in k for k in _flat(state.params))
   before = _flat(state_lib.all_params(state))
   step = trainer.make_train_step(model, dict(cfg.loss), shardings, mesh)
   losses = []
@@ -51,7 +51,7 @@ def test_train_step_on_8_devices_moves_only_trainable_weights(setup):
     losses.append(float(m["loss"]))
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
   after = _flat(state_lib.all_params(state))
-  frozen = [k for k in before if k.startswith("llm/layers_") and "lora_" not in k]
+  frozen = [k for k in before if k.startswith("llm/layers/") and "lora_" not in k]
   moved = [k for k in before if "lora_b" in k or k.startswith("motion/")]
   assert frozen and moved
   for k in frozen:
@@ -75,7 +75,7 @@ def test_checkpoint_restores_onto_another_mesh(setup, tmp_path):
   restored = fresh.replace(**checkpoint.restore(mngr, 5, state_lib.checkpointed(abstract), it2))
   for k, v in _flat(state.params).items():
     np.testing.assert_array_equal(v, _flat(restored.params)[k])
-  q = restored.params["llm"]["layers_0"]["self_attn"]["q_proj"]["lora_a"]
+  q = restored.params["llm"]["layers"]["self_attn"]["q_proj"]["lora_a"]
   assert q.sharding.mesh.shape == other.shape
   assert next(it2) == 1  # the data iterator resumes where it was saved
 

@@ -71,7 +71,7 @@ def _generate(module, params, input_ids, inputs_embeds, attention_mask, rng, *, 
   kv_valid = jnp.concatenate([mask, jnp.ones((b, max_new_tokens), bool)], axis=1)
   positions = llm.default_positions(mask)
 
-  cache = llm.init_cache(module.config, b, s + max_new_tokens, module.dtype)
+  cache = llm.init_cache(module.config, b, s + max_new_tokens, module.dtype, stacked=module.scan_layers)
   hidden, cache = module.apply(variables, x, positions, kv_valid, cache, 0, method="decode")
   last = s - 1 - jnp.argmax(mask[:, ::-1], axis=1)  # last real token of each row
   logits = module.apply(variables, hidden[jnp.arange(b), last], method="logits")

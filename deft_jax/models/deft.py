@@ -63,7 +63,8 @@ class DeftModel(nn.Module):
   config: DeftConfig
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
-  remat: bool = False
+  remat: str = "none"  # llm.REMAT_POLICIES
+  scan_layers: bool = True
 
   def setup(self):
     c, dt, pdt = self.config, self.dtype, self.param_dtype
@@ -71,7 +72,7 @@ class DeftModel(nn.Module):
     self.experts = {name: spec.module(cfg, dt, pdt, name=name) for name, spec, cfg in c.expert_specs}
     self.projectors = {name: Projector(c.projector_hidden or width, width, dt, pdt, name=f"{name}_projector")
                        for name in c.experts}
-    self.llm = llm_lib.DecoderLM(c.llm, c.lora, dt, pdt, self.remat)
+    self.llm = llm_lib.DecoderLM(c.llm, c.lora, dt, pdt, self.remat, self.scan_layers)
     self.emotion_head = encoder.dense(c.num_classes, ("embed", None), dt, pdt, "emotion_head")
 
   def encode(self, batch, deterministic=True, drop: tuple[str, ...] = ()):
@@ -128,4 +129,5 @@ def init_batch(config: DeftConfig, batch_size: int, text_len: int) -> dict:
 
 def language_model(model: DeftModel) -> llm_lib.DecoderLM:
   """The LLM of `model` as a standalone module; it applies to params["llm"]."""
-  return llm_lib.DecoderLM(model.config.llm, model.config.lora, model.dtype, model.param_dtype, model.remat)
+  return llm_lib.DecoderLM(model.config.llm, model.config.lora, model.dtype, model.param_dtype, model.remat,
+                          model.scan_layers)

@@ -19,7 +19,7 @@ import safetensors.numpy
 from flax import traverse_util
 
 from deft_jax.errors import CheckpointError
-from deft_jax.models import llm
+from deft_jax.models import layer_paths, llm
 from deft_jax.models import lora as lora_lib
 from deft_jax.train import sharding
 
@@ -128,7 +128,8 @@ def _read_shard(file: str, key: str, index: tuple[slice, ...], shape: tuple[int,
 
 def from_pretrained(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32,
                     lora: lora_lib.LoraConfig | None = None, mesh: jax.sharding.Mesh | None = None,
-                    rules=None, rng: jax.Array | None = None, added_tokens: int = 0) -> tuple[llm.DecoderLM, Any]:
+                    rules=None, rng: jax.Array | None = None, added_tokens: int = 0,
+                    scan_layers: bool = True) -> tuple[llm.DecoderLM, Any]:
   """(module, params) from a local HF checkpoint directory.
 
   Params are plain arrays placed in NamedShardings from their logical names and `rules`
@@ -136,29 +137,44 @@ def from_pretrained(path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=j
   freshly initialised from `rng` (B = 0, so the model starts equal to the checkpoint).
   `added_tokens` grows the vocabulary by that many rows (and head columns), each the mean of
   the checkpoint's rows (Hewitt 2021, "Initializing new word embeddings for pretrained language
-  models"), so a new token starts where the model's average token is.
+  models"), so a new token starts where the model's average token is. `scan_layers` stacks the
+  layers' tensors on a leading axis for the scanned module (each device reads only its shard).
   """
   path = os.fspath(path)
   config = dataclasses.replace(llm.LlmConfig.from_hf(path), added_tokens=added_tokens)
-  module = llm.DecoderLM(config, lora=lora, dtype=dtype, param_dtype=param_dtype)
+  module = llm.DecoderLM(config, lora=lora, dtype=dtype, param_dtype=param_dtype, scan_layers=scan_layers)
   abstract = llm.abstract_params(module)
   shardings = param_shardings(abstract, mesh or default_mesh(), rules)
   flat_abstract = traverse_util.flatten_dict(nn.meta.unbox(abstract), sep="/")
-  targets = {hf_param_name(p): p for p in flat_abstract if not lora_lib.is_lora(p) and not is_added(p)}
+  # Each target leaf and the HF tensor(s) it reads: one, or one per layer for a scanned leaf.
+  sources = {p: ([hf_param_name(layer_paths.layer_path(p, i)) for i in range(flat_abstract[p].shape[0])]
+                 if layer_paths.is_scanned(p) else [hf_param_name(p)])
+             for p in flat_abstract if not lora_lib.is_lora(p) and not is_added(p)}
   index = checkpoint_index(path)
-  _check_keys(path, targets, flat_abstract, index, config)
+  _check_keys(path, sources, flat_abstract, index, config)
 
   flat = {}
-  for name, p in targets.items():
-    shape = flat_abstract[p].shape
-    read = lambda idx, file=index[name], name=name, shape=shape, t=_is_kernel(p): _read_shard(
-        file, name, idx, shape, t, param_dtype)
+  for p, names in sources.items():
+    shape, t = flat_abstract[p].shape, _is_kernel(p)
+    if layer_paths.is_scanned(p):
+      read = lambda idx, names=names, shape=shape, t=t: _read_layers(index, names, idx, shape, t, param_dtype)
+    else:
+      read = lambda idx, name=names[0], shape=shape, t=t: _read_shard(index[name], name, idx, shape, t, param_dtype)
     flat[p] = jax.make_array_from_callback(shape, shardings[p], read)
   flat.update(_mean_rows(flat, [p for p in flat_abstract if is_added(p)], flat_abstract, shardings))
   lora_paths = [p for p in flat_abstract if lora_lib.is_lora(p)]
   if lora_paths:
     flat.update(_init_lora(module, lora_paths, shardings, jax.random.key(0) if rng is None else rng))
   return module, traverse_util.unflatten_dict(flat, sep="/")
+
+
+def _read_layers(index, names, idx, shape, transpose, dtype) -> np.ndarray:
+  """The `idx` shard of a scanned leaf (L, ...): its layers' tensors read and stacked."""
+  layers = range(*idx[0].indices(shape[0]))
+  out = _aligned_empty([len(layers)] + [len(range(*s.indices(n))) for s, n in zip(idx[1:], shape[1:])], dtype)
+  for j, i in enumerate(layers):
+    out[j] = _read_shard(index[names[i]], names[i], idx[1:], shape[1:], transpose, dtype)
+  return out
 
 
 def _mean_rows(flat, added_paths, flat_abstract, shardings) -> dict:
@@ -174,20 +190,20 @@ def _mean_rows(flat, added_paths, flat_abstract, shardings) -> dict:
   return out
 
 
-def _check_keys(path, targets, flat_abstract, index, config) -> None:
+def _check_keys(path, sources, flat_abstract, index, config) -> None:
   """Raises one error listing every missing, unexpected and mis-shaped tensor."""
   shapes = _shapes(index)
   ignored = {k for k in shapes if k.endswith(_IGNORED_SUFFIXES)}
   if config.tie_word_embeddings:
     ignored.add("lm_head.weight")  # some tied checkpoints still store the copy
-  problems = [f"missing: {k}" for k in sorted(set(targets) - set(shapes))]
-  problems += [f"unexpected: {k}" for k in sorted(set(shapes) - set(targets) - ignored)]
-  for name, p in sorted(targets.items()):
-    if name in shapes:
-      want = flat_abstract[p].shape
-      want = want[::-1] if _is_kernel(p) else want
-      if shapes[name] != tuple(want):
-        problems.append(f"wrong shape: {name} is {shapes[name]}, model needs {tuple(want)}")
+  wanted = {}
+  for p, names in sources.items():
+    want = flat_abstract[p].shape[1:] if layer_paths.is_scanned(p) else flat_abstract[p].shape
+    wanted.update({name: tuple(want[::-1] if _is_kernel(p) else want) for name in names})
+  problems = [f"missing: {k}" for k in sorted(set(wanted) - set(shapes))]
+  problems += [f"unexpected: {k}" for k in sorted(set(shapes) - set(wanted) - ignored)]
+  problems += [f"wrong shape: {name} is {shapes[name]}, model needs {want}"
+               for name, want in sorted(wanted.items()) if name in shapes and shapes[name] != want]
   if problems:
     raise CheckpointError(f"{path}: checkpoint does not match the {config.model_type} config "
                           f"({len(problems)} problems):\n  " + "\n  ".join(problems))
@@ -216,11 +232,11 @@ def save_pretrained(module: llm.DecoderLM, params, path: str | os.PathLike) -> N
                                                       grown["embed_tokens/added_embedding"]], axis=0)
   if "added_lm_head" in grown:
     flat["lm_head/kernel"] = jnp.concatenate([flat["lm_head/kernel"], grown["added_lm_head"]], axis=1)
+  if any(lora_lib.is_lora(p) for p in flat):
+    raise ValueError(f"LoRA leaves {[p for p in flat if lora_lib.is_lora(p)][:3]} but module.lora is None; "
+                     "pass the module it was trained with")
   tensors = {}
-  for p, v in flat.items():
-    if lora_lib.is_lora(p):
-      raise ValueError(f"LoRA leaf {p} but module.lora is None; pass the module it was trained with")
-    v = np.asarray(jax.device_get(v))
+  for p, v in layer_paths.unstack({p: np.asarray(jax.device_get(v)) for p, v in flat.items()}).items():
     tensors[hf_param_name(p)] = np.ascontiguousarray(v.T if _is_kernel(p) else v)
   dtypes = {np.dtype(v.dtype).name for v in tensors.values()}
   config = module.config.to_hf()

@@ -4,6 +4,11 @@ Module and parameter names mirror Hugging Face (`layers_{i}/self_attn/q_proj/ker
 `model.layers.{i}.self_attn.q_proj.weight` transposed), so loading is a rename plus a transpose.
 Kernels are 2-D (in, out); every parameter has logical axis names from
 ("vocab", "embed", "mlp", "heads", "kv_heads", "head_dim", "norm", "lora_rank").
+
+With `scan_layers` (the default) the layers are one `nn.scan`: every layer parameter is stacked
+on a leading "layers" axis under `layers/...`, so a 30- or 80-layer model compiles one layer's
+program instead of 30 or 80 copies (MaxText's layout). `unstack_layers` gives the per-layer
+names the unscanned model and Hugging Face use (models/layer_paths.py), for loading and export.
 """
 
 import dataclasses
@@ -23,6 +28,9 @@ FAMILIES = ("llama", "qwen2", "qwen3")
 ROPE_TYPES = ("default", "linear", "llama3")
 _ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+# What a rematerialised layer keeps for the backward pass (jax.checkpoint_policies); "none": no remat.
+REMAT_POLICIES = {"none": None, "full": "nothing_saveable", "dots": "dots_with_no_batch_dims_saveable",
+                  "dots_all": "dots_saveable", "everything": "everything_saveable"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -334,20 +342,31 @@ def default_positions(attention_mask: jax.Array) -> jax.Array:
 
 
 class DecoderLM(nn.Module):
-  """Causal LM: embed -> layers_{i} -> norm -> lm_head (or the tied embedding)."""
+  """Causal LM: embed -> layers (scanned) or layers_{i} -> norm -> lm_head (or the tied embedding)."""
 
   config: LlmConfig
   lora: lora_lib.LoraConfig | None = None
   dtype: Any = jnp.float32  # compute
   param_dtype: Any = jnp.float32
-  remat: bool = False  # jax.checkpoint each layer
+  remat: str = "none"  # a REMAT_POLICIES name: what each layer keeps for the backward pass
+  scan_layers: bool = True  # one nn.scan over the layers (parameters stacked on a "layers" axis)
 
   def setup(self):
     c = self.config
     self.embed_tokens = Embed(c.vocab_size, c.hidden_size, self.dtype, self.param_dtype, c.added_tokens)
-    # static_argnums counts `self`: 4 is `deterministic`.
-    layer = nn.remat(DecoderLayer, static_argnums=(4,)) if self.remat else DecoderLayer
-    self.layers = [layer(c, self.lora, self.dtype, self.param_dtype) for _ in range(c.num_hidden_layers)]
+    layer = DecoderLayer
+    policy = remat_policy(self.remat)
+    if policy:
+      # static_argnums counts `self`: 4 is `deterministic`.
+      layer = nn.remat(layer, static_argnums=(4,), policy=getattr(jax.checkpoint_policies, policy),
+                       prevent_cse=not self.scan_layers)
+    if self.scan_layers:
+      self.layers = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
+                            length=c.num_hidden_layers, metadata_params={nn.PARTITION_NAME: "layers"})(
+                                c, self.lora, self.dtype, self.param_dtype)
+    else:
+      self.layers = [layer(c, self.lora, self.dtype, self.param_dtype) for _ in range(c.num_hidden_layers)]
     self.norm = RMSNorm(c.rms_norm_eps, "norm", self.dtype, self.param_dtype)
     if not c.tie_word_embeddings:
       self.lm_head = lora_lib.LoraLinear(c.vocab_size, ("embed", "vocab"), lora=self.lora,
@@ -399,6 +418,9 @@ class DecoderLM(nn.Module):
     return logits.astype(jnp.float32)
 
   def _stack(self, x, positions, mask, deterministic, cache, cache_index):
+    if self.scan_layers:
+      x, cache = self.layers(x, positions, mask, deterministic, cache, cache_index)
+      return self.norm(x), cache
     new_cache = []
     for i, layer in enumerate(self.layers):
       x, layer_cache = layer(x, positions, mask, deterministic, None if cache is None else cache[i], cache_index)
@@ -406,10 +428,20 @@ class DecoderLM(nn.Module):
     return self.norm(x), new_cache
 
 
+def remat_policy(name: str) -> str | None:
+  """The jax.checkpoint_policies name of a REMAT_POLICIES entry (None: no remat)."""
+  if name not in REMAT_POLICIES:
+    raise ValueError(f"model.remat: unknown policy {name!r}; choose from {', '.join(REMAT_POLICIES)}")
+  return REMAT_POLICIES[name]
 
-def init_cache(config: LlmConfig, batch: int, length: int, dtype=jnp.float32) -> list[dict[str, jax.Array]]:
-  """Empty per-layer KV cache: [{"k": (B, T, KV, hd), "v": ...}] * num_hidden_layers."""
+
+def init_cache(config: LlmConfig, batch: int, length: int, dtype=jnp.float32, stacked: bool = True):
+  """Empty KV cache: {"k": (L, B, T, KV, hd), "v": ...} stacked (a scanned model), else one
+  such dict per layer without the L axis."""
   shape = (batch, length, config.num_key_value_heads, config.head_dim)
+  if stacked:
+    shape = (config.num_hidden_layers, *shape)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
   return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(config.num_hidden_layers)]
 
 

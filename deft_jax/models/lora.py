@@ -20,6 +20,7 @@ import optax
 import safetensors.numpy
 from flax import traverse_util
 
+from deft_jax.models import layer_paths
 from deft_jax.train import sharding as sharding_lib
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -169,7 +170,7 @@ def save_peft(path: str | os.PathLike, params, config: LoraConfig, *,
               base_model_name_or_path: str | None = None) -> None:
   """Writes the adapter as peft does (adapter_config.json + adapter_model.safetensors)."""
   os.makedirs(path, exist_ok=True)
-  flat = _flat(jax.device_get(split(params)[1]))
+  flat = layer_paths.unstack(_flat(jax.device_get(split(params)[1])))
   if not flat:
     raise ValueError("params hold no LoRA leaves; nothing to export")
   tensors, modules = {}, []
@@ -220,8 +221,14 @@ def load_peft(path: str | os.PathLike, params) -> tuple[LoraConfig, Any]:
     cfg = json.load(f)
   _check_peft_config(cfg, path)
   flat = _flat(params)
+  kernels = {}  # per-layer (shape, dtype) of every kernel
+  for k, v in flat.items():
+    if k.endswith("/kernel"):
+      scanned = layer_paths.is_scanned(k)
+      kernels.update({layer_paths.layer_path(k, i): (v.shape[1:], v.dtype) for i in range(v.shape[0])} if scanned
+                     else {k: (v.shape, v.dtype)})
   weights = os.path.join(path, ADAPTER_WEIGHTS)
-  out, modules, errors = dict(flat), [], []
+  values, errors = {}, []
   with safetensors.safe_open(weights, framework="numpy") as sf:
     for key in sf.keys():
       m = re.fullmatch(re.escape(_PEFT_PREFIX) + r"(.+)\.(lora_A|lora_B)(?:\.default)?\.weight", key)
@@ -229,24 +236,42 @@ def load_peft(path: str | os.PathLike, params) -> tuple[LoraConfig, Any]:
         errors.append(f"unexpected key {key}")
         continue
       module = flax_module_path(m.group(1))
-      kernel = flat.get(f"{module}/kernel")
-      if kernel is None:
+      if f"{module}/kernel" not in kernels:
         errors.append(f"{key}: model has no linear layer {module}")
         continue
+      shape, dtype = kernels[f"{module}/kernel"]
       value = sf.get_tensor(key).T
       leaf, dim = ("lora_a", 0) if m.group(2) == "lora_A" else ("lora_b", 1)
-      if value.shape[dim] != kernel.shape[dim] or value.shape[1 - dim] != cfg["r"]:
-        errors.append(f"{key}: shape {value.T.shape} does not fit kernel {kernel.shape} with r={cfg['r']}")
+      if value.shape[dim] != shape[dim] or value.shape[1 - dim] != cfg["r"]:
+        errors.append(f"{key}: shape {value.T.shape} does not fit kernel {shape} with r={cfg['r']}")
         continue
-      out[f"{module}/{leaf}"] = _place_like(value.astype(kernel.dtype), kernel, dim, f"{module}/{leaf}")
-      if leaf == "lora_a":
-        modules.append(module)
-  missing = [m for m in modules if f"{m}/lora_b" not in out]
-  errors += [f"{m}: lora_A without lora_B" for m in missing]
+      values[f"{module}/{leaf}"] = value.astype(dtype)
+  modules = sorted({k.rsplit("/", 1)[0] for k in values})
+  errors += [f"{m}: lora_{a} without lora_{b}" for m in modules for a, b in (("A", "B"), ("B", "A"))
+             if f"{m}/lora_{a.lower()}" in values and f"{m}/lora_{b.lower()}" not in values]
+  out, targets = dict(flat), set()
+  for k in flat:  # each adapted kernel of the model, stacked (scanned) or one layer's
+    if not k.endswith("/kernel"):
+      continue
+    module = k[: -len("/kernel")]
+    scanned = layer_paths.is_scanned(module)
+    layers = [layer_paths.layer_path(module, i) for i in range(flat[k].shape[0])] if scanned else [module]
+    found = [m for m in layers if f"{m}/lora_a" in values]
+    if not found:
+      continue
+    if len(found) < len(layers):  # a scan shares one structure: every layer adapted, or none
+      errors.append(f"{module}: the adapter covers {len(found)} of its {len(layers)} layers; a scanned model "
+                    "(model.scan_layers) needs all of them, or load it with scan_layers=False")
+      continue
+    targets.add(module)
+    for leaf, dim in (("lora_a", 0), ("lora_b", 1)):
+      stacked = [values[f"{m}/{leaf}"] for m in layers]
+      value, dim = (np.stack(stacked), dim + 1) if scanned else (stacked[0], dim)
+      out[f"{module}/{leaf}"] = _place_like(value, flat[k], dim, f"{module}/{leaf}")
   if errors:
     raise ValueError(f"{weights}: cannot load adapter:\n  " + "\n  ".join(errors))
   config = LoraConfig(rank=cfg["r"], alpha=float(cfg["lora_alpha"]), dropout=float(cfg.get("lora_dropout", 0.0)),
-                      targets="^(" + "|".join(re.escape(m) for m in sorted(modules)) + ")$")
+                      targets="^(" + "|".join(re.escape(m) for m in sorted(targets)) + ")$")
   return config, _nest(out)
 
 
@@ -255,7 +280,7 @@ def _place_like(value: np.ndarray, kernel, kernel_dim: int, path: str):
   share (through the one resolver, which reports a dimension that does not divide)."""
   sharding = getattr(kernel, "sharding", None)
   if isinstance(sharding, jax.sharding.NamedSharding):
-    axes = [None, None]
+    axes = [None] * value.ndim
     axes[kernel_dim] = (tuple(sharding.spec) + (None, None))[kernel_dim]
     spec = sharding_lib.checked_spec(path, value.shape, axes, sharding.mesh)
     sharding = jax.sharding.NamedSharding(sharding.mesh, spec)

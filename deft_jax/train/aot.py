@@ -97,7 +97,7 @@ def plan_config(cfg, seq_len: int, prefix_len: int):
   (and Adam moments), every layer rematerialised, text filling the sequence after the prefix."""
   cfg = cfg.copy_and_resolve_references()
   with cfg.unlocked():
-    cfg.model.update(dtype="bfloat16", param_dtype="bfloat16", trainable_dtype="float32", remat=True)
+    cfg.model.update(dtype="bfloat16", param_dtype="bfloat16", trainable_dtype="float32", remat="full")
     cfg.optim.frozen = (r"^llm/(?!.*lora_).*",)
     cfg.data.max_text_len = seq_len - prefix_len
   return cfg

@@ -102,7 +102,8 @@ def load_pretrained_llm(cfg, state, mesh, llm_config):
   """Puts a local HF checkpoint's weights into the LLM part of the state (frozen base and any
   trainable part alike); LoRA stays fresh, grown vocabulary rows start at the mean row."""
   _, loaded = hf.from_pretrained(cfg.model.llm_path, param_dtype=state_lib.dtype(cfg.model.param_dtype),
-                                 mesh=mesh, rules=sharding.rules(cfg), added_tokens=llm_config.added_tokens)
+                                 mesh=mesh, rules=sharding.rules(cfg), added_tokens=llm_config.added_tokens,
+                                 scan_layers=cfg.model.scan_layers)
   return state_lib.put_params(state, {("llm",) + path: value
                                       for path, value in traverse_util.flatten_dict(loaded).items()})
 

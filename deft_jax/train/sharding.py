@@ -20,6 +20,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 DEFAULT_RULES = (
     ("batch", ("data", "fsdp")), ("vocab", "tensor"), ("embed", "fsdp"), ("mlp", "tensor"),
     ("heads", "tensor"), ("kv_heads", "tensor"), ("head_dim", None), ("norm", None), ("lora_rank", None),
+    ("layers", None),
 )
 
 

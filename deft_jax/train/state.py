@@ -71,7 +71,7 @@ def deft_config(cfg, tokenizer, llm: llm_lib.LlmConfig | None = None) -> deft.De
 
 def make_model(cfg, tokenizer, llm: llm_lib.LlmConfig | None = None) -> deft.DeftModel:
   return deft.DeftModel(deft_config(cfg, tokenizer, llm), dtype(cfg.model.dtype), dtype(cfg.model.param_dtype),
-                        cfg.model.remat)
+                        cfg.model.remat, cfg.model.scan_layers)
 
 
 class TrainState(train_state.TrainState):
