@@ -23,8 +23,8 @@ from deft_jax.models import llm
 from deft_jax.models import lora as lora_lib
 
 
-def parse():
-  p = argparse.ArgumentParser(description=__doc__)
+def parser(description: str = __doc__) -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(description=description)
   p.add_argument("--layers", type=int, default=4)
   p.add_argument("--width", type=int, default=512)
   p.add_argument("--heads", type=int, default=8)
@@ -38,7 +38,11 @@ def parse():
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--tied", action="store_true", help="tied input embedding and LM head")
   p.add_argument("--smollm2", action="store_true", help="SmolLM2-135M's shape (overrides the shape flags)")
-  a = p.parse_args()
+  return p
+
+
+def parse(p: argparse.ArgumentParser | None = None):
+  a = (p or parser()).parse_args()
   if a.smollm2:
     a.layers, a.width, a.heads, a.kv_heads, a.mlp, a.vocab, a.tied, a.seq, a.batch = 30, 576, 9, 3, 1536, 49152, True, 128, 4
   return a
@@ -58,13 +62,14 @@ def timed(step, n):
   return statistics.median(times)
 
 
-def jax_step_seconds(a, ids):
+def lora_step(a, ids, scan_layers: bool = True, remat: str = "none"):
+  """(jitted step(adapter, opt_state, base, ids), [adapter, opt_state], base): the adapter's
+  gradients only, as deft-jax's train step takes them."""
   lora = lora_lib.LoraConfig(rank=a.rank, alpha=2.0 * a.rank)
-  module = llm.DecoderLM(config(a), lora=lora)
+  module = llm.DecoderLM(config(a), lora=lora, scan_layers=scan_layers, remat=remat)
   params = nn.meta.unbox(jax.jit(module.init)(jax.random.key(0), ids[:1, :8])["params"])
   base, adapter = lora_lib.split(params)
   tx = optax.adamw(1e-4)
-  state = [adapter, tx.init(adapter)]
 
   def step(adapter, opt_state, base, ids):
     def loss_fn(adapter):
@@ -75,7 +80,11 @@ def jax_step_seconds(a, ids):
     updates, opt_state = tx.update(grads, opt_state, adapter)
     return optax.apply_updates(adapter, updates), opt_state, loss
 
-  step = jax.jit(step, donate_argnums=(0, 1))
+  return jax.jit(step, donate_argnums=(0, 1)), [adapter, tx.init(adapter)], base
+
+
+def jax_step_seconds(a, ids):
+  step, state, base = lora_step(a, ids)
 
   def run():
     state[0], state[1], loss = step(state[0], state[1], base, ids)
