@@ -37,6 +37,7 @@ def parse():
   p.add_argument("--new", type=int, default=128)
   p.add_argument("--tied", action="store_true")
   p.add_argument("--smollm2", action="store_true", help="SmolLM2-135M's shape (overrides the shape flags)")
+  p.add_argument("--unscanned", action="store_true", help="the LLM's layers unrolled (model.scan_layers=False)")
   a = p.parse_args()
   if a.smollm2:
     a.layers, a.width, a.heads, a.kv_heads, a.mlp, a.vocab, a.tied = 30, 576, 9, 3, 1536, 49152, True
@@ -82,7 +83,7 @@ def main():
 
   with tempfile.TemporaryDirectory() as path:
     model.save_pretrained(path)
-    module, params = hf.from_pretrained(path)
+    module, params = hf.from_pretrained(path, scan_layers=not a.unscanned)
 
   def ours():
     out = decoding.generate(module, params, input_ids=jnp.asarray(ids), attention_mask=jnp.asarray(mask),
@@ -107,7 +108,7 @@ def main():
   bound = a.batch * bandwidth / step_bytes  # tokens/s if a step cost only its reads
   print(json.dumps({
       "benchmark": "llm_decode", "layers": a.layers, "width": a.width, "vocab": a.vocab, "batch": a.batch,
-      "prompt": a.prompt, "new_tokens": a.new, "backend": jax.default_backend(), "torch_threads": torch.get_num_threads(),
+      "prompt": a.prompt, "new_tokens": a.new, "scan_layers": not a.unscanned, "backend": jax.default_backend(), "torch_threads": torch.get_num_threads(),
       "deft_jax_tokens_per_s": round(total / ours_s, 1), "transformers_tokens_per_s": round(total / ref_s, 1),
       "speedup_vs_transformers": round(ref_s / ours_s, 3), "same_tokens": bool((ours_tokens == ref_tokens).all()),
       "bytes_per_step": int(step_bytes), "bandwidth_GBps": round(bandwidth / 1e9, 2),
