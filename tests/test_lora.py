@@ -1,5 +1,6 @@
 """LoRA: targeting, dropout, freezing, merge/unmerge, and the peft on-disk format both ways."""
 
+import json
 import re
 
 import jax
@@ -122,6 +123,38 @@ def test_exported_adapter_loads_in_peft(tmp_path):
   ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
   real = mask.astype(bool)
   np.testing.assert_allclose(ours[real], torch_logits(peft_model, ids, mask)[real], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["llama", "llama_tied"])
+def test_grown_rows_export_as_peft_trainable_tokens(tmp_path, variant):
+  """LoRA + grown vocabulary rows -> peft adapter with trainable tokens; transformers' model,
+  resized to the grown vocabulary, with it gives our logits (grown ids in and out); and back."""
+  model, path = hf_checkpoint(tmp_path, variant, seed=9)
+  lora = lora_lib.LoraConfig(rank=2, alpha=4.0)
+  module, params = hf.from_pretrained(path, lora=lora, added_tokens=3, rng=jax.random.key(9))
+  rng = np.random.default_rng(9)
+  flat = traverse_util.flatten_dict(params, sep="/")
+  flat = {k: jnp.asarray(rng.normal(0, 0.3, v.shape), v.dtype) if "lora_b" in k or "added_" in k else v
+          for k, v in flat.items()}
+  params = traverse_util.unflatten_dict(flat, sep="/")
+  lora_lib.save_peft(tmp_path / "adapter", params, lora)
+  config = json.load(open(tmp_path / "adapter" / lora_lib.ADAPTER_CONFIG))
+  assert config["trainable_token_indices"] == {"embed_tokens": [128, 129, 130],
+                                               **({} if variant == "llama_tied" else {"lm_head": [128, 129, 130]})}
+  model.resize_token_embeddings(131)
+  peft_model = peft.PeftModel.from_pretrained(model, tmp_path / "adapter").eval()
+  ids, mask = left_padded(rng, 2, 8, vocab=131)
+  ids[:, -2:] = [128, 130]
+  ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
+  real = mask.astype(bool)
+  np.testing.assert_allclose(ours[real], torch_logits(peft_model, ids, mask)[real], rtol=0, atol=1e-4)
+  _, fresh = hf.from_pretrained(path, added_tokens=3)
+  _, loaded = lora_lib.load_peft(tmp_path / "adapter", fresh)
+  for k, v in traverse_util.flatten_dict(loaded, sep="/").items():
+    np.testing.assert_allclose(np.asarray(v), np.asarray(flat[k]), rtol=0, atol=1e-6, err_msg=k)
+  _, ungrown = hf.from_pretrained(path)
+  with pytest.raises(ValueError, match=r"trainable tokens \[128, 129, 130\] of embed_tokens; the model's grown rows"):
+    lora_lib.load_peft(tmp_path / "adapter", ungrown)
 
 
 @pytest.mark.parametrize("scan", [True, False])

@@ -26,6 +26,11 @@ from deft_jax.train import sharding as sharding_lib
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PEFT_PREFIX = "base_model.model."
+# Grown vocabulary rows (llm.LlmConfig.added_tokens) as peft's trainable tokens: our leaf ->
+# (peft's trainable_token_indices key, HF module, whether our leaf is the transpose of its rows).
+_GROWN = {"embed_tokens/added_embedding": ("embed_tokens", "model.embed_tokens", False),
+          "added_lm_head": ("lm_head", "lm_head", True)}
+_TOKEN_DELTA = "token_adapter.trainable_tokens_delta"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,12 +173,24 @@ def flax_module_path(hf_name: str) -> str:
 
 def save_peft(path: str | os.PathLike, params, config: LoraConfig, *,
               base_model_name_or_path: str | None = None) -> None:
-  """Writes the adapter as peft does (adapter_config.json + adapter_model.safetensors)."""
+  """Writes the adapter as peft does (adapter_config.json + adapter_model.safetensors).
+
+  Grown vocabulary rows go in as peft's trainable tokens (rows V.. of embed_tokens, and of an
+  untied lm_head): apply the adapter to the base after `resize_token_embeddings(V + added)`.
+  """
   os.makedirs(path, exist_ok=True)
+  everything = _flat(params)
   flat = layer_paths.unstack(_flat(jax.device_get(split(params)[1])))
   if not flat:
     raise ValueError("params hold no LoRA leaves; nothing to export")
-  tensors, modules = {}, []
+  tensors, modules, token_indices = {}, [], {}
+  for leaf, (key, module, transposed) in _GROWN.items():
+    if leaf in everything:
+      rows = np.asarray(jax.device_get(everything[leaf]))
+      rows = rows.T if transposed else rows
+      vocab = everything["embed_tokens/embedding"].shape[0]
+      tensors[f"{_PEFT_PREFIX}{module}.{_TOKEN_DELTA}"] = np.ascontiguousarray(rows)
+      token_indices[key] = list(range(vocab, vocab + rows.shape[0]))
   for k, v in flat.items():
     module, leaf = k.rsplit("/", 1)
     name = hf_module_name(module)
@@ -190,7 +207,7 @@ def save_peft(path: str | os.PathLike, params, config: LoraConfig, *,
       "target_modules": "^(" + "|".join(re.escape(m) for m in sorted(modules)) + ")$",
       "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
       "modules_to_save": None, "init_lora_weights": True, "inference_mode": True,
-      "rank_pattern": {}, "alpha_pattern": {},
+      "rank_pattern": {}, "alpha_pattern": {}, "trainable_token_indices": token_indices or None,
   }
   with open(os.path.join(path, ADAPTER_CONFIG), "w") as f:
     json.dump(adapter_config, f, indent=2)
@@ -228,9 +245,25 @@ def load_peft(path: str | os.PathLike, params) -> tuple[LoraConfig, Any]:
       kernels.update({layer_paths.layer_path(k, i): (v.shape[1:], v.dtype) for i in range(v.shape[0])} if scanned
                      else {k: (v.shape, v.dtype)})
   weights = os.path.join(path, ADAPTER_WEIGHTS)
-  values, errors = {}, []
+  values, errors, grown = {}, [], {}
+  indices = cfg.get("trainable_token_indices") or {}
+  indices = {"embed_tokens": indices} if isinstance(indices, list) else indices
+  token_deltas = {f"{_PEFT_PREFIX}{module}.{_TOKEN_DELTA}": (leaf, key, t) for leaf, (key, module, t) in _GROWN.items()}
   with safetensors.safe_open(weights, framework="numpy") as sf:
     for key in sf.keys():
+      if key in token_deltas:  # grown vocabulary rows
+        leaf, name, transposed = token_deltas[key]
+        value = sf.get_tensor(key)
+        value = value.T if transposed else value
+        vocab = flat["embed_tokens/embedding"].shape[0] if "embed_tokens/embedding" in flat else 0
+        rows = list(range(vocab, vocab + (value.shape[1] if transposed else value.shape[0])))
+        if leaf not in flat or flat[leaf].shape != value.shape or list(indices.get(name, ())) != rows:
+          have = f"rows {vocab}..{vocab + flat[leaf].shape[1 if transposed else 0] - 1}" if leaf in flat else "none"
+          errors.append(f"{key}: trainable tokens {indices.get(name)} of {name}; the model's grown rows "
+                        f"(LlmConfig.added_tokens) are {have}, and only those can be loaded")
+        else:
+          grown[leaf] = jax.device_put(value.astype(flat[leaf].dtype), flat[leaf].sharding)
+        continue
       m = re.fullmatch(re.escape(_PEFT_PREFIX) + r"(.+)\.(lora_A|lora_B)(?:\.default)?\.weight", key)
       if m is None:
         errors.append(f"unexpected key {key}")
@@ -249,7 +282,7 @@ def load_peft(path: str | os.PathLike, params) -> tuple[LoraConfig, Any]:
   modules = sorted({k.rsplit("/", 1)[0] for k in values})
   errors += [f"{m}: lora_{a} without lora_{b}" for m in modules for a, b in (("A", "B"), ("B", "A"))
              if f"{m}/lora_{a.lower()}" in values and f"{m}/lora_{b.lower()}" not in values]
-  out, targets = dict(flat), set()
+  out, targets = {**flat, **grown}, set()
   for k in flat:  # each adapted kernel of the model, stacked (scanned) or one layer's
     if not k.endswith("/kernel"):
       continue
