@@ -17,7 +17,7 @@ import pytest
 
 from deft_jax import cli
 from deft_jax.data import synthetic
-from deft_jax.eval import score
+from deft_jax.eval import restore, score
 from deft_jax.facs import catalogue, regions
 from media import feat_media
 
@@ -33,6 +33,28 @@ def workdir(tmp_path_factory, synthetic_tiny):
   assert cli.main(["train", "--config", "configs/synthetic.py:tiny", "--workdir", str(wd),
                    f"--config.data.data_dir={root}", "--config.train.generate_examples=-1"]) == 0
   return wd
+
+
+def test_a_workdir_saved_before_scanned_layers_still_loads(tmp_path, synthetic_tiny):
+  """A model trained before model.scan_layers existed (layers unrolled, remat a bool) restores."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(synthetic_tiny.data_dir)))
+  wd = tmp_path / "old"
+  assert cli.main(["train", "--config", "configs/synthetic.py:tiny", "--workdir", str(wd), f"--config.data.data_dir={root}",
+                   "--config.train.steps=2", "--config.train.generate_examples=0",
+                   "--config.model.scan_layers=False"]) == 0
+  saved = [os.path.join(d, f) for d, _, files in os.walk(wd / "checkpoints") for f in files
+           if os.path.basename(d) == "config" and f == "metadata"]
+  assert saved
+  for file in saved:  # the config as the code before scanned layers wrote it
+    with open(file) as f:
+      config = json.load(f)
+    del config["model"]["scan_layers"]
+    config["model"]["remat"] = False
+    with open(file, "w") as f:
+      json.dump(config, f)
+  trained = restore.load(wd)
+  assert not trained.model.scan_layers and trained.model.remat == "none"
+  assert "layers_0" in trained.params["llm"] and "layers" not in trained.params["llm"]
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,16 @@ def tokenizer_path(cfg, workdir) -> str:
   return cfg.data.tokenizer or cfg.model.llm_path or os.path.join(os.path.abspath(os.fspath(workdir)), "tokenizer")
 
 
+def upgraded(saved: dict) -> dict:
+  """A saved config in today's fields. Runs saved before the LLM's layers were scanned ran them
+  unrolled (no model.scan_layers), and wrote model.remat as a bool."""
+  model = dict(saved["model"])
+  model.setdefault("scan_layers", False)
+  if isinstance(model.get("remat"), bool):
+    model["remat"] = "full" if model["remat"] else "none"
+  return {**saved, "model": model}
+
+
 def load(workdir, params: bool = True) -> Trained:
   """The model of the latest checkpoint; with params=False, everything but its params."""
   folder = checkpoint_dir(workdir)
@@ -53,7 +63,7 @@ def load(workdir, params: bool = True) -> Trained:
   if step is None:
     raise CheckpointError(f"{folder}: no finished checkpoint")
   saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-  cfg = ml_collections.ConfigDict(saved.config)
+  cfg = ml_collections.ConfigDict(upgraded(saved.config))
   tokenizer = tokenizer_lib.load_tokenizer(tokenizer_path(cfg, workdir))
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
   trained = Trained(cfg, tokenizer, state_lib.make_model(cfg, tokenizer), None, int(step), mesh)
