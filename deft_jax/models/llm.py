@@ -3,12 +3,12 @@
 Module and parameter names mirror Hugging Face (`layers_{i}/self_attn/q_proj/kernel` is
 `model.layers.{i}.self_attn.q_proj.weight` transposed), so loading is a rename plus a transpose.
 Kernels are 2-D (in, out); every parameter has logical axis names from
-("vocab", "embed", "mlp", "heads", "kv_heads", "head_dim", "norm", "lora_rank").
+("vocab", "embed", "mlp", "heads", "kv_heads", "head_dim", "norm", "lora_rank", "layers").
 
 With `scan_layers` (the default) the layers are one `nn.scan`: every layer parameter is stacked
 on a leading "layers" axis under `layers/...`, so a 30- or 80-layer model compiles one layer's
-program instead of 30 or 80 copies (MaxText's layout). `unstack_layers` gives the per-layer
-names the unscanned model and Hugging Face use (models/layer_paths.py), for loading and export.
+program instead of 30 or 80 copies (MaxText's layout). models/layer_paths.py maps the stacked
+leaves to the per-layer names the unscanned model and Hugging Face use, for loading and export.
 """
 
 import dataclasses
