@@ -350,6 +350,7 @@ class DecoderLM(nn.Module):
   param_dtype: Any = jnp.float32
   remat: str = "none"  # a REMAT_POLICIES name: what each layer keeps for the backward pass
   scan_layers: bool = True  # one nn.scan over the layers (parameters stacked on a "layers" axis)
+  scan_unroll: int = 1  # layers per scan iteration (decoding unrolls them all: see decoding.generate)
 
   def setup(self):
     c = self.config
@@ -363,7 +364,8 @@ class DecoderLM(nn.Module):
     if self.scan_layers:
       self.layers = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                             in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
-                            length=c.num_hidden_layers, metadata_params={nn.PARTITION_NAME: "layers"})(
+                            length=c.num_hidden_layers, unroll=self.scan_unroll,
+                            metadata_params={nn.PARTITION_NAME: "layers"})(
                                 c, self.lora, self.dtype, self.param_dtype)
     else:
       self.layers = [layer(c, self.lora, self.dtype, self.param_dtype) for _ in range(c.num_hidden_layers)]
