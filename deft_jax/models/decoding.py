@@ -9,8 +9,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 
-from deft_jax.models import llm
+from deft_jax.models import layer_paths, llm
 
 
 def sample(logits: jax.Array, rng: jax.Array, temperature: float, top_k: int, top_p: float) -> jax.Array:
@@ -50,11 +51,6 @@ def generate(module: llm.DecoderLM, params, *, input_ids=None, inputs_embeds=Non
     raise ValueError(f"bad sampling settings: temperature={temperature}, top_k={top_k}, top_p={top_p}")
   if temperature > 0 and rng is None:
     raise ValueError("sampling (temperature > 0) needs rng")
-  if module.scan_layers:
-    # A token step reads every weight once. Inside a rolled scan each layer's weights are a
-    # dynamic slice of the stack, which XLA:CPU copies before its matmuls; unrolled, the slices
-    # are static and read in place (SmolLM2 at batch 1 on 2 cores: 23.4 -> see BENCHMARKS.md).
-    module = module.clone(scan_unroll=module.config.num_hidden_layers)
   return _generate(module, params, input_ids, inputs_embeds, jnp.asarray(attention_mask),
                    jax.random.key(0) if rng is None else rng, max_new_tokens=max_new_tokens,
                    temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
@@ -65,6 +61,13 @@ def generate(module: llm.DecoderLM, params, *, input_ids=None, inputs_embeds=Non
                                               "top_p", "stop_tokens", "pad_token_id"))
 def _generate(module, params, input_ids, inputs_embeds, attention_mask, rng, *, max_new_tokens,
               temperature, top_k, top_p, stop_tokens, pad_token_id):
+  if module.scan_layers:
+    # A token step reads every weight once. Inside the layer scan each layer's weights are a
+    # dynamic slice of the stack, which XLA:CPU copies before every matmul, every token; split
+    # once here, before the loop, the layers are read in place (SmolLM2, batch 1, 2 cores: 23.4
+    # -> 32 tok/s), at the cost of one copy of the layer weights while generating.
+    params = traverse_util.unflatten_dict(layer_paths.unstack(traverse_util.flatten_dict(params, sep="/")), sep="/")
+    module = module.clone(scan_layers=False)
   variables = {"params": params}
   parts = [] if inputs_embeds is None else [inputs_embeds.astype(module.dtype)]
   if input_ids is not None:
@@ -76,7 +79,7 @@ def _generate(module, params, input_ids, inputs_embeds, attention_mask, rng, *, 
   kv_valid = jnp.concatenate([mask, jnp.ones((b, max_new_tokens), bool)], axis=1)
   positions = llm.default_positions(mask)
 
-  cache = llm.init_cache(module.config, b, s + max_new_tokens, module.dtype, stacked=module.scan_layers)
+  cache = llm.init_cache(module.config, b, s + max_new_tokens, module.dtype)
   hidden, cache = module.apply(variables, x, positions, kv_valid, cache, 0, method="decode")
   last = s - 1 - jnp.argmax(mask[:, ::-1], axis=1)  # last real token of each row
   logits = module.apply(variables, hidden[jnp.arange(b), last], method="logits")

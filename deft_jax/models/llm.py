@@ -350,7 +350,6 @@ class DecoderLM(nn.Module):
   param_dtype: Any = jnp.float32
   remat: str = "none"  # a REMAT_POLICIES name: what each layer keeps for the backward pass
   scan_layers: bool = True  # one nn.scan over the layers (parameters stacked on a "layers" axis)
-  scan_unroll: int = 1  # layers per scan iteration (decoding unrolls them all: see decoding.generate)
 
   def setup(self):
     c = self.config
@@ -364,8 +363,7 @@ class DecoderLM(nn.Module):
     if self.scan_layers:
       self.layers = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                             in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
-                            length=c.num_hidden_layers, unroll=self.scan_unroll,
-                            metadata_params={nn.PARTITION_NAME: "layers"})(
+                            length=c.num_hidden_layers, metadata_params={nn.PARTITION_NAME: "layers"})(
                                 c, self.lora, self.dtype, self.param_dtype)
     else:
       self.layers = [layer(c, self.lora, self.dtype, self.param_dtype) for _ in range(c.num_hidden_layers)]
@@ -437,13 +435,10 @@ def remat_policy(name: str) -> str | None:
   return REMAT_POLICIES[name]
 
 
-def init_cache(config: LlmConfig, batch: int, length: int, dtype=jnp.float32, stacked: bool = True):
-  """Empty KV cache: {"k": (L, B, T, KV, hd), "v": ...} stacked (a scanned model), else one
-  such dict per layer without the L axis."""
+def init_cache(config: LlmConfig, batch: int, length: int, dtype=jnp.float32) -> list[dict[str, jax.Array]]:
+  """Empty per-layer KV cache: [{"k": (B, T, KV, hd), "v": ...}] * num_hidden_layers (decoding
+  runs the layers unrolled: decoding.generate splits a scanned stack first)."""
   shape = (batch, length, config.num_key_value_heads, config.head_dim)
-  if stacked:
-    shape = (config.num_hidden_layers, *shape)
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
   return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(config.num_hidden_layers)]
 
 
