@@ -38,6 +38,9 @@ def parser(description: str = __doc__) -> argparse.ArgumentParser:
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--tied", action="store_true", help="tied input embedding and LM head")
   p.add_argument("--smollm2", action="store_true", help="SmolLM2-135M's shape (overrides the shape flags)")
+  p.add_argument("--devices", type=int, default=1,
+                 help="split the batch over this many devices (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N, "
+                      "one device per core, as fold jobs do; XLA:CPU runs most element-wise work on one thread a device)")
   return p
 
 
@@ -85,6 +88,11 @@ def lora_step(a, ids, scan_layers: bool = True, remat: str = "none"):
 
 def jax_step_seconds(a, ids):
   step, state, base = lora_step(a, ids)
+  if a.devices > 1:
+    mesh = jax.make_mesh((a.devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=jax.devices()[:a.devices])
+    ids = jax.device_put(ids, jax.NamedSharding(mesh, jax.P("data")))
+    state[:], base = jax.device_put((state, base), jax.NamedSharding(mesh, jax.P()))
 
   def run():
     state[0], state[1], loss = step(state[0], state[1], base, ids)
