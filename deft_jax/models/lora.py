@@ -252,17 +252,11 @@ def load_peft(path: str | os.PathLike, params) -> tuple[LoraConfig, Any]:
   with safetensors.safe_open(weights, framework="numpy") as sf:
     for key in sf.keys():
       if key in token_deltas:  # grown vocabulary rows
-        leaf, name, transposed = token_deltas[key]
-        value = sf.get_tensor(key)
-        value = value.T if transposed else value
-        vocab = flat["embed_tokens/embedding"].shape[0] if "embed_tokens/embedding" in flat else 0
-        rows = list(range(vocab, vocab + (value.shape[1] if transposed else value.shape[0])))
-        if leaf not in flat or flat[leaf].shape != value.shape or list(indices.get(name, ())) != rows:
-          have = f"rows {vocab}..{vocab + flat[leaf].shape[1 if transposed else 0] - 1}" if leaf in flat else "none"
-          errors.append(f"{key}: trainable tokens {indices.get(name)} of {name}; the model's grown rows "
-                        f"(LlmConfig.added_tokens) are {have}, and only those can be loaded")
+        leaf, value, error = _token_rows(key, sf.get_tensor(key), token_deltas[key], flat, indices)
+        if error:
+          errors.append(error)
         else:
-          grown[leaf] = jax.device_put(value.astype(flat[leaf].dtype), flat[leaf].sharding)
+          grown[leaf] = value
         continue
       m = re.fullmatch(re.escape(_PEFT_PREFIX) + r"(.+)\.(lora_A|lora_B)(?:\.default)?\.weight", key)
       if m is None:
@@ -306,6 +300,20 @@ def load_peft(path: str | os.PathLike, params) -> tuple[LoraConfig, Any]:
   config = LoraConfig(rank=cfg["r"], alpha=float(cfg["lora_alpha"]), dropout=float(cfg.get("lora_dropout", 0.0)),
                       targets="^(" + "|".join(re.escape(m) for m in sorted(targets)) + ")$")
   return config, _nest(out)
+
+
+def _token_rows(key, value, target, flat, indices):
+  """(leaf, placed value, None) for a peft trainable-tokens tensor that is exactly the model's
+  grown rows, else (leaf, None, error)."""
+  leaf, name, transposed = target
+  value = value.T if transposed else value
+  vocab = flat["embed_tokens/embedding"].shape[0] if "embed_tokens/embedding" in flat else 0
+  rows = list(range(vocab, vocab + value.shape[1 if transposed else 0]))
+  if leaf in flat and flat[leaf].shape == value.shape and list(indices.get(name, ())) == rows:
+    return leaf, jax.device_put(value.astype(flat[leaf].dtype), getattr(flat[leaf], "sharding", None)), None
+  have = f"rows {vocab}..{vocab + flat[leaf].shape[1 if transposed else 0] - 1}" if leaf in flat else "none"
+  return leaf, None, (f"{key}: trainable tokens {indices.get(name)} of {name}; the model's grown rows "
+                      f"(LlmConfig.added_tokens) are {have}, and only those can be loaded")
 
 
 def _place_like(value: np.ndarray, kernel, kernel_dim: int, path: str):
