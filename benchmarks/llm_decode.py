@@ -38,15 +38,20 @@ def parse():
   p.add_argument("--tied", action="store_true")
   p.add_argument("--smollm2", action="store_true", help="SmolLM2-135M's shape (overrides the shape flags)")
   p.add_argument("--unscanned", action="store_true", help="the LLM's layers unrolled (model.scan_layers=False)")
+  p.add_argument("--devices", type=int, default=1,
+                 help="split the weights over this many devices on the tensor axis (on CPU: XLA_FLAGS="
+                      "--xla_force_host_platform_device_count=N, one device per core)")
   a = p.parse_args()
   if a.smollm2:
     a.layers, a.width, a.heads, a.kv_heads, a.mlp, a.vocab, a.tied = 30, 576, 9, 3, 1536, 49152, True
   return a
 
 
-def bandwidth_bytes_per_s(n_bytes: int = 1 << 30) -> float:
-  """Read bandwidth of this host as XLA sees it: a jitted sum over n_bytes of float32, best of 3."""
-  x = jnp.ones((n_bytes // 4,), jnp.float32)
+def bandwidth_bytes_per_s(mesh, n_bytes: int = 1 << 30) -> float:
+  """Read bandwidth of this host as XLA sees it on the decode's devices: a jitted sum over n_bytes
+  of float32 split over the mesh's devices, best of 3."""
+  x = jax.device_put(jnp.ones((n_bytes // 4,), jnp.float32),
+                     jax.NamedSharding(mesh, jax.P(("data", "fsdp", "tensor"))))
   total = jax.jit(jnp.sum)
   total(x).block_until_ready()
   best = float("inf")
@@ -83,7 +88,9 @@ def main():
 
   with tempfile.TemporaryDirectory() as path:
     model.save_pretrained(path)
-    module, params = hf.from_pretrained(path, scan_layers=not a.unscanned)
+    mesh = jax.make_mesh((1, 1, a.devices), ("data", "fsdp", "tensor"), devices=jax.devices()[:a.devices],
+                         axis_types=(jax.sharding.AxisType.Auto,) * 3)
+    module, params = hf.from_pretrained(path, scan_layers=not a.unscanned, mesh=mesh)
 
   def ours():
     out = decoding.generate(module, params, input_ids=jnp.asarray(ids), attention_mask=jnp.asarray(mask),
@@ -104,11 +111,11 @@ def main():
   head_dim = a.width // a.heads
   kv_bytes = 2 * a.layers * a.batch * (a.prompt + a.new / 2) * a.kv_heads * head_dim * 4
   step_bytes = weight_bytes + kv_bytes  # one decode step reads every weight and the cache once
-  bandwidth = bandwidth_bytes_per_s()
+  bandwidth = bandwidth_bytes_per_s(mesh)
   bound = a.batch * bandwidth / step_bytes  # tokens/s if a step cost only its reads
   print(json.dumps({
       "benchmark": "llm_decode", "layers": a.layers, "width": a.width, "vocab": a.vocab, "batch": a.batch,
-      "prompt": a.prompt, "new_tokens": a.new, "scan_layers": not a.unscanned, "backend": jax.default_backend(), "torch_threads": torch.get_num_threads(),
+      "prompt": a.prompt, "new_tokens": a.new, "scan_layers": not a.unscanned, "devices": a.devices, "backend": jax.default_backend(), "torch_threads": torch.get_num_threads(),
       "deft_jax_tokens_per_s": round(total / ours_s, 1), "transformers_tokens_per_s": round(total / ref_s, 1),
       "speedup_vs_transformers": round(ref_s / ours_s, 3), "same_tokens": bool((ours_tokens == ref_tokens).all()),
       "bytes_per_step": int(step_bytes), "bandwidth_GBps": round(bandwidth / 1e9, 2),
