@@ -239,6 +239,12 @@ def test_base_fingerprint_refuses_a_changed_base(tmp_path, smollm2_tokenizer_dir
   work.mkdir()
   first = init_from.check_base(cfg, str(work))
   assert len(first["llm_sha256"]) == 64 and init_from.check_base(cfg, str(work)) == first
+  with cfg.unlocked():
+    cfg.model.scan_layers = False  # the checkpointed LLM leaves would be named otherwise
+  with pytest.raises(init_from.InitFromError, match="scan_layers: True then, False now"):
+    init_from.check_base(cfg, str(work))
+  (work / init_from.BASE_FILE).write_text(json.dumps({k: v for k, v in first.items() if k != "scan_layers"}))
+  assert init_from.check_base(cfg, str(work))["scan_layers"] is False  # a base.json from before: unrolled
   _tiny_full_vocab_checkpoint(llm_path, smollm2_tokenizer_dir, False)  # other weights, same folder
   with pytest.raises(init_from.InitFromError, match="llm_sha256"):
     init_from.check_base(cfg, str(work))

@@ -119,8 +119,10 @@ def initial_state(cfg, model, mesh, total_steps: int, log=print):
 
 def base_fingerprint(cfg) -> dict:
   """What the frozen base is made from: the HF folder and the SHA-256 of its weight files, the
-  init_from run, and the seed of the random init (a checkpoint references these, not the weights)."""
-  out = {"seed": int(cfg.seed), "init_from": cfg.train.init_from or None, "llm_path": cfg.model.llm_path or None}
+  init_from run, and the seed of the random init (a checkpoint references these, not the weights);
+  and the LLM's layer layout, which names the checkpointed LLM leaves (layers/ or layers_{i}/)."""
+  out = {"seed": int(cfg.seed), "init_from": cfg.train.init_from or None, "llm_path": cfg.model.llm_path or None,
+         "scan_layers": bool(cfg.model.scan_layers)}
   if cfg.model.llm_path:
     digest = hashlib.sha256()
     for file in sorted(set(hf.checkpoint_index(cfg.model.llm_path).values())):
@@ -137,12 +139,12 @@ def check_base(cfg, workdir: str) -> dict:
   now = base_fingerprint(cfg)
   if os.path.exists(path):
     with open(path) as f:
-      before = json.load(f)
+      before = {"scan_layers": False, **json.load(f)}  # written before scanned layers: unrolled
     changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
     if changed:
       raise InitFromError(f"{path}: this workdir's checkpoints were trained on another frozen base "
                           f"({', '.join(f'{k}: {before.get(k)} then, {now.get(k)} now' for k in changed)}); "
-                          "use a new --workdir or restore the original base")
+                          "use a new --workdir, or the base and settings it was trained with")
   elif jax.process_index() == 0:
     with open(path + ".tmp", "w") as f:
       json.dump(now, f, indent=2)
