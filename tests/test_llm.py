@@ -171,3 +171,7 @@ def test_scanned_layers_equal_the_unscanned_stack(model_type):
   out = [decoding.generate(m, p, input_ids=ids, attention_mask=mask, max_new_tokens=5)
          for m, p in ((scanned, params), (unscanned, per_layer))]
   np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(out[1]))
+  cache = llm.init_cache(config, 2, 8)
+  with pytest.raises(ValueError, match="decode runs the layers unrolled"):
+    scanned.apply({"params": params}, jnp.zeros((2, 1, 64)), jnp.zeros((2, 1), jnp.int32), jnp.ones((2, 8), bool),
+                  cache, 0, method="decode")

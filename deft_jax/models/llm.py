@@ -400,8 +400,12 @@ class DecoderLM(nn.Module):
 
     kv_valid (B, T) marks cache slots holding real tokens (False for padding); a slot attends to
     valid slots at or before it. Returns the final-normed hidden (B, S, D) and the updated cache;
-    `logits` projects only the rows a sampler needs.
+    `logits` projects only the rows a sampler needs. The layers run unrolled with a per-layer
+    cache (llm.init_cache); decoding.generate splits a scanned stack before it decodes.
     """
+    if self.scan_layers:
+      raise ValueError("DecoderLM.decode runs the layers unrolled: split a scanned model first "
+                       "(scan_layers=False on layer_paths.unstack's params), as decoding.generate does")
     s, t = inputs_embeds.shape[1], kv_valid.shape[1]
     q_slot = cache_index + jnp.arange(s)
     mask = (jnp.arange(t)[None, :] <= q_slot[:, None])[None] & kv_valid[:, None, :]
@@ -418,9 +422,9 @@ class DecoderLM(nn.Module):
     return logits.astype(jnp.float32)
 
   def _stack(self, x, positions, mask, deterministic, cache, cache_index):
-    if self.scan_layers:
-      x, cache = self.layers(x, positions, mask, deterministic, cache, cache_index)
-      return self.norm(x), cache
+    if self.scan_layers:  # no cache: decode runs unrolled
+      x, _ = self.layers(x, positions, mask, deterministic, None, None)
+      return self.norm(x), None
     new_cache = []
     for i, layer in enumerate(self.layers):
       x, layer_cache = layer(x, positions, mask, deterministic, None if cache is None else cache[i], cache_index)
