@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   tiny = variant == "tiny"
   c = synthetic.get_config("tiny" if tiny else None)
   with c.unlocked():
-    c.data.name = "megc2019_composite/f112"
+    c.data.name = "megc2019_composite/f112_canonical"  # the canonical face's landmarks (1.0.0's records)
     c.data.train_split, c.data.test_split = "train", ""
     c.data.max_text_len = 24  # the instruction (12 tokens) and the answer's first tokens (cues, emotion)
 
@@ -74,6 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         test_flip=True,  # score each clip as the mean of its own and its mirror's logits
         average_epochs=1,  # honest prediction: mean probabilities of the last k epochs (k fixed beforehand)
         balance="sample",  # "sample": classes drawn equally often; "none"
+        face_geometry="canonical",  # "placed": regions on each face's landmarks; "aligned": flow aligned by them
         augment=dict(flip=True, shift=1.0, scale=0.05),
         models=("deft", "ststnet"),  # the first writes DIR/results.json; the others DIR/peers/<name>/
     )

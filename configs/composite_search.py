@@ -22,6 +22,8 @@ MOTION = {**STREAMS16, **TRAINED, **SUMMARY, "loss.lm": 0.1, "model.structure.en
 LLM2X64 = {"model.llm.num_hidden_layers": 2, "model.llm.hidden_size": 64, "model.llm.intermediate_size": 128}
 ROUND4_BEST = {**MOTION, **LLM2X64}  # m16_llm2x64, the default from round 4 until round 6
 ROUND6_BEST = {**ROUND4_BEST, "optim.weight_decay": 0.05}  # c_weight_decay0.05
+ROUND7_BEST = {**ROUND6_BEST, "folds.test_flip": True}  # d_test_flip
+MEASURED = {"data.name": "megc2019_composite/f112"}  # 1.1.0's records: landmarks measured on each face
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -29,6 +31,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   with c.unlocked():
     # The configuration the search started from (composite_flow.py before it): every point's
     # overrides apply to it, so the search reruns as it ran whatever the defaults become.
+    c.data.name = "megc2019_composite/f112_canonical"  # rounds 1-7 ran on 1.0.0's records
+    c.folds.face_geometry = "canonical"
     c.model.structure.enabled = True
     c.model.motion.update(stem="conv", patch=7, summary_token=False)
     c.model.llm.update(hidden_size=c.model.motion.encoder.width, intermediate_size=2 * c.model.motion.encoder.width,
@@ -41,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.folds.num_folds = 5
     c.folds.models = ("deft",)
     c.seeds = (0, 1)
+    c.sweep_only = ()  # e.g. ("e_aligned",): one round's points alone
     c.sweep = (
         dict(name="conv_stem", overrides={"model.motion.stem": "conv", "model.motion.patch": 7}),
         dict(name="streams", overrides=STREAMS),
@@ -100,5 +105,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dict(name="d_weight_decay0.1", overrides={**ROUND6_BEST, "optim.weight_decay": 0.1}),
         dict(name="d_dropout0.1", overrides={**ROUND6_BEST, "model.motion.encoder.dropout": 0.1}),
         dict(name="d_24_epochs", overrides={**ROUND6_BEST, "folds.epochs": 24, "folds.warmup_epochs": 3}),
+        # Round 8, fixed after round 7 and its final LOSO (2026-12-02, fifth session): the faces'
+        # own geometry. The composite's crops are framed alike but not aligned (eye centres vary
+        # by 1.4 px of 28, inter-ocular distance 12.7-15.3 px by dataset), while the default reads
+        # the stem map's layout and canonical region boxes that miss this framing. Landmarks
+        # measured on each face crop (megc2019_composite 1.1.0; the answers' regions placed on
+        # them), then regions placed on them, or the flow aligned by them (data/face_geometry.py),
+        # and the structure expert on the aligned face.
+        dict(name="e_measured", overrides={**ROUND7_BEST, **MEASURED}),
+        dict(name="e_placed", overrides={**ROUND7_BEST, **MEASURED, "folds.face_geometry": "placed"}),
+        dict(name="e_aligned", overrides={**ROUND7_BEST, **MEASURED, "folds.face_geometry": "aligned"}),
+        dict(name="e_aligned_structure", overrides={**ROUND7_BEST, **MEASURED, "folds.face_geometry": "aligned",
+                                                    "model.structure.enabled": True}),
     )
   return c

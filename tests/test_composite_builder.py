@@ -77,7 +77,7 @@ def test_face_is_the_csv_imagename(tmp_path):
   rows = [("smic", "s01", "s01_ne_01", 0, "s01_s1_ne_01.jpg")]
   write_layout(tmp_path, rows)
   face = cv2.imread(str(tmp_path / comp.FACE_DIR / "s01_s1_ne_01.jpg"))[..., ::-1]
-  (row, _, read), = comp.read_clips(tmp_path, 224)
+  (row, _, read, _), = comp.read_clips(tmp_path, 224)
   np.testing.assert_array_equal(read, face)
 
 

@@ -227,6 +227,11 @@ def test_composite_job_end_to_end_on_a_fake_layout(tmp_path):
   assert len(log) == len(fake.ROWS) and len(set(log.clip)) == len(fake.ROWS)
   assert (work / "peers" / "ststnet" / "results.json").exists() and (work / "report" / "README.md").exists()
   assert cli.main(["score", str(work / "predictions.csv")]) == 0
+  # Regions placed on each face's measured landmarks reach DEFT's motion expert in every fold.
+  placed = tmp_path / "placed"
+  assert cli.main(args[:4] + [str(placed)] + args[5:] + ["--config.folds.face_geometry=placed", "--config.folds.epochs=1",
+                                                         "--config.folds.models=('deft',)"]) == 0
+  assert json.loads((placed / "results.json").read_text())["num_test_clips"] == len(fake.ROWS)
 
 
 def test_matmul_convs_equal_flax_conv():
@@ -273,8 +278,22 @@ def test_the_composite_default_is_the_point_the_validation_search_chose():
     if name == composite_search.CHOSEN:
       chosen = point
   default = composite_flow.get_config()
+  assert chosen.data.name == default.data.name
   for node in ("model", "loss", "optim"):
     assert chosen[node].to_dict() == default[node].to_dict(), node
   assert {k: v for k, v in chosen.folds.items() if k not in ("mode", "num_folds", "models")} == \
       {k: v for k, v in default.folds.items() if k not in ("mode", "num_folds", "models")}
   assert default.folds.mode == "test" and default.folds.num_folds == 0 and "ststnet" in default.folds.models
+
+
+def test_sweep_only_runs_the_named_points_of_a_round():
+  from configs import composite_search  # pylint: disable=import-outside-toplevel
+  search = composite_search.get_config()
+  every = [n for n, _ in sweep.points(search)]
+  with search.unlocked():
+    search.sweep_only = ("e_aligned", "e_placed")
+  assert [n for n, _ in sweep.points(search)] == [n for n in every if n in ("e_aligned", "e_placed")]
+  with search.unlocked():
+    search.sweep_only = ("e_algined",)
+  with pytest.raises(sweep.SweepError, match=r"sweep_only: no point named \['e_algined'\]"):
+    sweep.points(search)

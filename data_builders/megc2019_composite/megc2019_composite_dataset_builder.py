@@ -19,7 +19,17 @@ magnitude is gone (the distributed files no longer hold it).
 
 Faces. The crop named by the CSV's `imagename` (for 93 SMIC clips it differs from the flow file's
 name) is the structure expert's one frame (onset = apex = offset = frame 0), resized to the
-config's `face_size` (antialiased; SAMM's grey crops become three equal channels).
+config's `face_size` (antialiased; SAMM's grey crops become three equal channels). The flow was
+measured on the same crop, so one set of coordinates serves both.
+
+Landmarks (1.1.0). dlib's 68 points fitted on each 224 px crop, the whole crop taken as the face
+box (the crops are tight faces: dlib's HOG detector misses 29 of the 442, and where it finds the
+face its box moves the points by 0.6 px on average), stored in canonical coordinates of the crop;
+the flow evidence of the answers reads the regions placed on them. The crops are framed alike
+but not aligned (eye centres vary by 1.4 px at 28 px, inter-ocular distance by dataset from
+12.7 to 15.3 px), so folds.face_geometry can place the regions or align the flow by them.
+1.0.0 stored regions.CANONICAL_68 for every clip; the config f112_canonical still does (for
+runs recorded on 1.0.0, such as configs/composite_search.py's first rounds).
 
 Keys. 21 CASME II clip names repeat across subjects, so clips are keyed dataset/sub/clip and
 subjects dataset_sub; `source` is the dataset, for per-dataset slices of the pooled scores.
@@ -44,7 +54,7 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from deft_jax.data import answers, build, features
+from deft_jax.data import align, answers, build, features
 from deft_jax.facs import catalogue, dual_constraint, emotions, evidence, regions
 
 LAYOUT = __doc__.split("\n\n")[1]
@@ -54,7 +64,7 @@ FACE_DIR = "datasets/combined_datasets_whole"
 COLUMNS = ("dataset", "sub", "filename_o", "label", "imagename")
 FLOW_SIZE, FACE_SIZE = 28, 224
 CLASSES = emotions.SCHEMES["composite"]  # label 0, 1, 2
-# The distributed face crops come aligned, without landmarks: their regions are the canonical ones.
+# What 1.0.0 stored for every clip (no landmarks measured): the canonical face.
 CANONICAL_FACE = regions.CANONICAL_68.astype(np.float32)
 OFFICIAL_COUNTS = {"negative": 250, "positive": 109, "surprise": 83}
 PROVENANCE = ("cues from the optical flow alone (no AU labels in this dataset): facs.evidence on the "
@@ -149,9 +159,19 @@ def read_image(path: pathlib.Path, shape: tuple[int, ...], what: str, row: Row) 
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_clips(root: pathlib.Path, face_size: int) -> list[tuple[Row, np.ndarray, np.ndarray]]:
-  """(row, flow png (28, 28, 3) RGB, face (face_size, face_size, 3)) of every row, all read
-  before anything is written; raises CompositeError naming every bad file with its row."""
+def face_landmarks(face: np.ndarray) -> np.ndarray:
+  """(68, 2) float32 canonical coordinates of dlib's landmarks on a distributed face crop (RGB),
+  the whole crop taken as the face's box."""
+  gray = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
+  h, w = gray.shape
+  points = align.landmarks68(gray, (0, 0, w, h))
+  return regions.to_canonical(points, w).astype(np.float32)
+
+
+def read_clips(root: pathlib.Path, face_size: int, landmarks: bool = False) -> list[tuple]:
+  """(row, flow png (28, 28, 3) RGB, face (face_size, face_size, 3), landmarks (68, 2) canonical
+  or None) of every row, all read before anything is written; raises CompositeError naming
+  every bad file with its row."""
   rows = read_csv(root)
   clips, problems = [], []
   for row in rows:
@@ -161,9 +181,10 @@ def read_clips(root: pathlib.Path, face_size: int) -> list[tuple[Row, np.ndarray
     except ValueError as e:
       problems.append(str(e))
       continue
+    points = face_landmarks(face) if landmarks else None
     if face_size != FACE_SIZE:
       face = cv2.resize(face, (face_size, face_size), interpolation=cv2.INTER_AREA)
-    clips.append((row, png, face))
+    clips.append((row, png, face, points))
   if problems:
     raise CompositeError(f"{root}: {len(problems)} clip(s) cannot be read:\n  " + "\n  ".join(problems))
   return clips
@@ -190,10 +211,12 @@ class FlowAnswers:
   """The Uni-MER answer of a clip from its flow alone (one constraint: no AU labels)."""
 
   def __init__(self):
-    self.measurer = evidence.Measurer(FLOW_SIZE)
+    self.canonical = evidence.Measurer(FLOW_SIZE)
 
-  def __call__(self, flow: np.ndarray, strain: np.ndarray, label: str) -> str:
-    m = self.measurer(flow, strain)
+  def __call__(self, flow: np.ndarray, strain: np.ndarray, label: str, landmarks=None) -> str:
+    """landmarks: the face's (68, 2) canonical points (the regions placed on them), or None."""
+    measurer = self.canonical if landmarks is None else evidence.Measurer(FLOW_SIZE, landmarks=landmarks)
+    m = measurer(flow, strain)
     verdict = dual_constraint.check(np.zeros(catalogue.NUM_AUS, bool), m)
     cues = answers.measured_cues(verdict, m)
     return answers.format_answer(answers.Answer(cues, label, answers.reasoning(cues, label)))
@@ -202,17 +225,21 @@ class FlowAnswers:
 @dataclasses.dataclass
 class CompositeConfig(tfds.core.BuilderConfig):
   face_size: int = 112  # the 224 px crops are stored at this size
+  landmarks: bool = True  # measure them (1.1.0); False: the canonical face, as 1.0.0 stored
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
   """MEGC2019 composite: 28 x 28 u, v, strain as distributed, a face crop, 3-class labels."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "dlib's 68 landmarks measured on each face crop; answers read the regions placed on them."}
   BUILDER_CONFIGS = [
       CompositeConfig(name="f112", description="faces stored at 112 px (default)."),
       CompositeConfig(name="f224", description="faces as distributed, 224 px.", face_size=224),
       CompositeConfig(name="f56", description="faces at 56 px.", face_size=56),
+      CompositeConfig(name="f112_canonical", description="faces at 112 px, the canonical face's landmarks "
+                      "for every clip (the records of 1.0.0).", landmarks=False),
   ]
   DEFAULT_CONFIG_NAME = "f112"
   MANUAL_DOWNLOAD_INSTRUCTIONS = LAYOUT
@@ -226,16 +253,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     root = pathlib.Path(os.fspath(dl_manager.manual_dir))
-    clips = read_clips(root, self.builder_config.face_size)
-    print(check_counts([row for row, _, _ in clips]))
-    self.info.metadata["class_counts"] = class_counts([row for row, _, _ in clips])
+    measured = self.builder_config.landmarks
+    if measured:
+      align.check_dlib()  # before reading 442 files, not after
+    clips = read_clips(root, self.builder_config.face_size, landmarks=measured)
+    print(check_counts([row for row, _, _, _ in clips]))
+    self.info.metadata["class_counts"] = class_counts([row for row, _, _, _ in clips])
     return {"train": self._generate_examples(clips)}
 
   def _generate_examples(self, clips):
     answer = FlowAnswers()
     none = np.zeros(catalogue.NUM_AUS, np.uint8)
-    for row, png, face in clips:
+    for row, png, face, points in clips:
       flow, strain = png_to_flow(png)
+      landmarks = CANONICAL_FACE if points is None else points
       label = CLASSES[row.label]
       yield row.key, {
           "frames": face[None],
@@ -243,11 +274,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           "flow": flow, "strain": strain,
           "aus": none, "au_intensity": none, "au_side": none, "au_string": "",
           "emotion": label,
-          "landmarks": CANONICAL_FACE,
+          "landmarks": landmarks,
           "subject": f"{row.dataset}_{row.sub}",
           "clip_id": row.key,
           "source": row.dataset,
-          "answer": answer(flow, strain, label),
+          "answer": answer(flow, strain, label, points),
           "provenance": PROVENANCE,
           "flow_file": f"{FLOW_DIR}/{row.sub}_{row.clip} .png",
           "face_file": f"{FACE_DIR}/{row.imagename}",

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deft_jax.data import answers, pipeline
+from deft_jax.data import answers, face_geometry, pipeline
 from deft_jax.facs import emotions
 
 
@@ -42,10 +42,13 @@ def _answer(record, scheme: str) -> str:
   return answers.format_answer(dataclasses.replace(a, emotion=label))
 
 
-def load(source, scheme: str, tokenizer=None, max_text_len: int = 0, face_size: int = 0) -> Clips:
+def load(source, scheme: str, tokenizer=None, max_text_len: int = 0, face_size: int = 0,
+         geometry: str = "canonical") -> Clips:
   """The labelled clips of `source` (a TFDS data source): flow (N, S, S, 3) = (u, v, strain),
   face (N, face_size, face_size, 3) uint8 (the apex frame; 0: as stored), labels and, with a
-  tokenizer, the training text (instruction + answer) and the evaluation text (instruction)."""
+  tokenizer, the training text (instruction + answer) and the evaluation text (instruction).
+  `geometry` (data/face_geometry.py) places the regions by each clip's landmarks, or aligns the
+  flow and face by them; then `region_boxes` (N, R, 4) is one of the arrays."""
   records = [source[i] for i in range(len(source))]
   records = [r for r in records if pipeline.record_label(r, scheme) >= 0]
   if not records:
@@ -55,8 +58,12 @@ def load(source, scheme: str, tokenizer=None, max_text_len: int = 0, face_size: 
   if face_size and face.shape[1] != face_size:
     face = np.asarray(jax.image.resize(jnp.asarray(face, jnp.float32), (len(face), face_size, face_size, 3),
                                        "linear", antialias=True).round().clip(0, 255), np.uint8)
+  names = [pipeline.as_text(r["clip_id"]) for r in records]
+  flow, face, boxes = face_geometry.apply(geometry, flow, face, np.stack([r["landmarks"] for r in records]), names)
   arrays = {"flow": flow, "face": face, "label": np.array([pipeline.record_label(r, scheme) for r in records], np.int32),
             "aus": np.stack([r["aus"] for r in records]).astype(np.float32)}
+  if boxes is not None:
+    arrays["region_boxes"] = boxes
   if tokenizer is not None:
     layout = pipeline.text_layout(tokenizer, max_text_len)
     prompt = answers.INSTRUCTIONS[0]
@@ -65,5 +72,5 @@ def load(source, scheme: str, tokenizer=None, max_text_len: int = 0, face_size: 
     for key in train[0]:
       arrays[key] = np.stack([t[key] for t in train])
       arrays[f"eval_{key}"] = np.stack([t[key] for t in test])
-  return Clips(arrays, tuple(pipeline.as_text(r["subject"]) for r in records), tuple(pipeline.as_text(r["clip_id"]) for r in records),
+  return Clips(arrays, tuple(pipeline.as_text(r["subject"]) for r in records), tuple(names),
                tuple(pipeline.as_text(r["source"]) for r in records))

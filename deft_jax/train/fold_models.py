@@ -61,6 +61,8 @@ def deft_batch(batch: dict, evaluation: bool) -> dict:
   prefix = "eval_" if evaluation else ""
   out = {"flow": batch["flow"], "aus": batch["aus"], "label": batch["label"],
          **{k: batch[prefix + k] for k in ("text_ids", "text_mask", "loss_mask", "prompt_len")}}
+  if "region_boxes" in batch:  # placed by landmarks (folds.face_geometry)
+    out["region_boxes"] = batch["region_boxes"]
   if "face" in batch:  # only when the structure expert reads it
     out["keyframes"] = jnp.stack([batch["face"], batch["face"]], axis=1)
   return out

@@ -123,27 +123,34 @@ class Augment:
     flow = batch["flow"]
     face = batch["face"].astype(jnp.float32) if "face" in batch else None  # absent: no model reads it
     kf, ka = jax.random.split(rng)
+    boxes = batch.get("region_boxes")
     if self.flip:
       flip = jax.random.bernoulli(kf, 0.5, (flow.shape[0],))[:, None, None, None]
-      mirrored = mirror({"flow": flow, **({} if face is None else {"face": face})})
+      mirrored = mirror({"flow": flow, **({} if face is None else {"face": face}),
+                         **({} if boxes is None else {"region_boxes": boxes})})
       flow = jnp.where(flip, mirrored["flow"], flow)
       face = None if face is None else jnp.where(flip, mirrored["face"], face)
+      boxes = None if boxes is None else jnp.where(flip[:, :, 0], mirrored["region_boxes"], boxes)
     if self.shift or self.scale:
       u = jax.random.uniform(ka, (flow.shape[0], 3), minval=-1.0, maxval=1.0)
       zoom = 1.0 + self.scale * u[:, 0]
       flow = jax.vmap(_affine)(flow, zoom, self.shift * u[:, 1:])
       if face is not None:
         face = jax.vmap(_affine)(face, zoom, self.shift * u[:, 1:] * face.shape[1] / flow.shape[1])
+    out = {**batch, "flow": flow, **({} if boxes is None else {"region_boxes": boxes})}
     if face is None:
-      return {**batch, "flow": flow}
-    return {**batch, "flow": flow, "face": jnp.clip(jnp.round(face), 0, 255).astype(jnp.uint8)}
+      return out
+    return {**out, "face": jnp.clip(jnp.round(face), 0, 255).astype(jnp.uint8)}
 
 
 def mirror(batch):
-  """The batch mirrored left-right: flow and face flipped, the horizontal flow u negated."""
+  """The batch mirrored left-right: flow and face flipped, the horizontal flow u negated, region
+  boxes (canonical x0, y0, x1, y1) reflected."""
   out = {**batch, "flow": batch["flow"][:, :, ::-1] * jnp.array([-1.0, 1.0, 1.0], batch["flow"].dtype)}
   if "face" in batch:
     out["face"] = batch["face"][:, :, ::-1]
+  if "region_boxes" in batch:
+    out["region_boxes"] = batch["region_boxes"][..., jnp.array([2, 1, 0, 3])] * jnp.array([-1.0, 1.0, -1.0, 1.0])
   return out
 
 

@@ -7,6 +7,8 @@ Config fields beside the base job's (configs/ablations.py, configs/sweep_tiny.py
               each override replaces an existing field of the locked config. A product of
               axes is written in the config file with itertools.product.
   seeds       optional tuple of ints: every point runs once per seed (config.seed);
+  sweep_only  optional tuple of point names: just those run and are tabulated (a new round of
+              a search whose earlier rounds ran elsewhere); () or absent: every point;
   loso_folds  optional int. 0: no LOSO; -1: leave-one-subject-out, one fold per subject;
               k > 0: k folds of subjects (sorted, dealt round-robin). Every point (and seed)
               then runs once per fold with data.holdout_subjects set, on the pooled
@@ -65,7 +67,11 @@ def points(cfg) -> list[tuple[str, dict]]:
     raise SweepError("config.sweep: no points")
   if len(set(names)) != len(names):
     raise SweepError(f"config.sweep: points share a name: {sorted({n for n in names if names.count(n) > 1})}")
-  return out
+  only = tuple(cfg.get("sweep_only", ()))
+  unknown = sorted(set(only) - set(names))
+  if unknown:
+    raise SweepError(f"config.sweep_only: no point named {unknown}; the points are {names}")
+  return [(n, o) for n, o in out if not only or n in only]
 
 
 def folds(cfg) -> list[tuple[str, tuple[str, ...]]]:
