@@ -75,6 +75,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         average_epochs=1,  # honest prediction: mean probabilities of the last k epochs (k fixed beforehand)
         balance="sample",  # "sample": classes drawn equally often; "none"
         face_geometry="canonical",  # "placed": regions on each face's landmarks; "aligned": flow aligned by them
+        centre_flow=False,  # u, v less their per-clip median (the still skin at 0)
         augment=dict(flip=True, shift=1.0, scale=0.05),
         models=("deft", "ststnet"),  # the first writes DIR/results.json; the others DIR/peers/<name>/
     )

@@ -144,3 +144,20 @@ def test_composite_builder_measures_the_landmarks_of_a_real_face(tmp_path):
   s, t = face_geometry.fit_scale_shift(moved, base)
   assert s == pytest.approx(1 / 1.15, abs=0.04)
   np.testing.assert_allclose(s * moved[17:] + t, base[17:], atol=0.04)
+
+
+def test_centred_flow_puts_the_still_skin_at_zero_and_commutes_with_the_mirror():
+  from deft_jax.train import fold_data  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(np.random.SeedSequence().entropy % 2**32)
+  still = rng.uniform(-0.9, 0.9, (5, 1, 1, 2))
+  flow = np.concatenate([np.broadcast_to(still, (5, 28, 28, 2)), rng.uniform(0, 1, (5, 28, 28, 1))], -1)
+  flow = flow.astype(np.float32).copy()
+  flow[:, 10:14, 5:9, :2] += rng.normal(0, 0.5, (5, 4, 4, 2))  # one moving patch a clip
+  out = fold_data.centred(flow)
+  np.testing.assert_allclose(np.median(out[..., :2], axis=(1, 2)), 0, atol=1e-6)
+  np.testing.assert_allclose(out[:, 20:, 20:, :2], 0, atol=1e-6)  # the still skin
+  np.testing.assert_array_equal(out[..., 2], flow[..., 2])
+  np.testing.assert_allclose(out[:, 10:14, 5:9, :2] - flow[:, 10:14, 5:9, :2], -np.broadcast_to(still, (5, 4, 4, 2)),
+                             atol=1e-6)
+  mirror = lambda f: np.asarray(folds.mirror({"flow": jnp.asarray(f)})["flow"])
+  np.testing.assert_allclose(fold_data.centred(mirror(flow)), mirror(out), atol=1e-6)

@@ -164,7 +164,7 @@ def run(cfg, workdir: str, builder=None) -> dict:
   tokenizer = trainer.load_tokenizer(cfg, workdir) if "deft" in models else None
   face_size = cfg.model.structure.image_size if cfg.model.structure.enabled else 0
   clips = fold_data.load(source_of(cfg, builder), cfg.data.scheme, tokenizer, cfg.data.max_text_len, face_size,
-                         cfg.folds.face_geometry)
+                         cfg.folds.face_geometry, cfg.folds.centre_flow)
   plan = folds_lib.plan(clips.subject, cfg.folds.mode, cfg.folds.num_folds, cfg.folds.val_groups, cfg.seed,
                         tuple(cfg.folds.subjects))
   mesh = folds_lib.fold_mesh()
