@@ -7,7 +7,8 @@ expert's motion need). Wall time on a shared machine says little, so the process
 (all its threads) is reported too: on an idle machine the wall time is at most about that.
 Beside it, OpenCV's DIS (preset MEDIUM, C++, in this environment) on
 the same pairs as the reference time; OpenCV's DualTVL1 is timed on real pairs by
-flow_opencv.py. The last line printed is one JSON object.
+flow_opencv.py. Unless XLA_FLAGS sets a device count, the CPU is split into one XLA device per
+core, over which tvl1 spreads the pairs. The last line printed is one JSON object.
 
   PYTHONPATH=. python benchmarks/flow_video.py              # 256 px, all 471 pairs
   PYTHONPATH=. python benchmarks/flow_video.py --size 128
@@ -19,11 +20,15 @@ import os
 import sys
 import time
 
-import cv2
-import jax
-import numpy as np
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""),
+                                      f"--xla_force_host_platform_device_count={len(os.sched_getaffinity(0))}"]).strip()
 
-from deft_jax.flow import dual_tvl1
+import cv2  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from deft_jax.flow import dual_tvl1  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 import flow_media  # noqa: E402  pylint: disable=wrong-import-position
@@ -56,7 +61,7 @@ def main():
   length = np.hypot(flow[..., 0], flow[..., 1])
   report = {"benchmark": "flow_video", "video": flow_media.LONG_VIDEO, "frames": len(crops),
             "pairs": len(frames0), "size": args.size, "video_seconds": round(duration, 2),
-            "cpu_count": os.cpu_count(), "load_average": round(os.getloadavg()[0], 2),
+            "cpu_count": os.cpu_count(), "devices": len(jax.devices()), "load_average": round(os.getloadavg()[0], 2),
             "read_align_crop_s": round(read_s, 2), "deft_first_call_s": round(first, 2),
             "deft_tvl1_s": round(best, 3), "deft_ms_per_pair": round(1000 * best / len(frames0), 2),
             "deft_tvl1_cpu_s": round(best_cpu, 3), "opencv_dis_s": round(dis_s, 3),

@@ -189,22 +189,38 @@ def _tvl1_vmap(f0, f1, prm):
   return jax.vmap(functools.partial(_tvl1_pair, prm=prm))(f0, f1)
 
 
-def _solve(f0, f1, prm, chunk):
-  """Feeds `chunk` pairs at a time to one compiled solver, so any batch size reuses it."""
-  n = f0.shape[0]
-  if chunk >= n:
-    return _tvl1_vmap(f0, f1, prm)
+def _tvl1_map(f0, f1, prm, chunk):
+  pair = functools.partial(_tvl1_pair, prm=prm)
+  return lax.map(lambda frames: pair(*frames), (f0, f1), batch_size=chunk)
+
+
+@functools.partial(jax.jit, static_argnames=("prm", "chunk", "mesh"))
+def _tvl1_spread(f0, f1, prm, chunk, mesh):
+  """Each device of `mesh` loops over its own slice of the pairs, all at once: one compiled
+  program for every device, where a jit per device would compile once per device."""
+  spec = jax.P("pairs")
+  local = functools.partial(_tvl1_map, prm=prm, chunk=chunk)
+  return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec,
+                       check_vma=False)(f0, f1)  # no collectives: each device on its own
+
+
+def _solve(f0, f1, prm, chunk, devices):
+  """Spreads the pairs over `devices`, each solving `chunk` pairs per loop step.
+
+  Device j gets pairs j, j + k, j + 2k, ... of k devices, so that slow stretches of a video are
+  shared; the batch is padded with its last pair to a multiple of k.
+  """
+  n, k = f0.shape[0], len(devices)
   if isinstance(f0, jax.core.Tracer) or isinstance(f1, jax.core.Tracer):  # under jit: one loop
-    pair = functools.partial(_tvl1_pair, prm=prm)
-    return lax.map(lambda frames: pair(*frames), (f0, f1), batch_size=chunk)
-  pieces = []
-  for start in range(0, n, chunk):
-    a, b = f0[start:start + chunk], f1[start:start + chunk]
-    short = chunk - a.shape[0]
-    if short:  # repeat the last pair to keep the compiled shape
-      a, b = (jnp.concatenate([x, jnp.repeat(x[-1:], short, axis=0)]) for x in (a, b))
-    pieces.append(_tvl1_vmap(a, b, prm)[:chunk - short])
-  return jnp.concatenate(pieces)
+    return _tvl1_map(f0, f1, prm, chunk)
+  short = -n % k
+  if short:
+    f0, f1 = (jnp.concatenate([x, jnp.repeat(x[-1:], short, axis=0)]) for x in (f0, f1))
+  m = (n + short) // k
+  f0, f1 = (x.reshape(m, k, *x.shape[1:]).swapaxes(0, 1).reshape(x.shape) for x in (f0, f1))
+  mesh = jax.sharding.Mesh(np.asarray(devices), ("pairs",))
+  flow = jax.device_put(_tvl1_spread(f0, f1, prm, min(chunk, m), mesh), devices[0])
+  return flow.reshape(k, m, *flow.shape[1:]).swapaxes(0, 1).reshape(flow.shape)[:n]
 
 
 # uint8 -> [0, 1] as correctly rounded float32 (NumPy's v / 255): XLA's CPU backend divides by a
@@ -222,15 +238,19 @@ def _as_float(frame, name):
   return frame.astype(jnp.float32)
 
 
-def tvl1(frame0, frame1, *, chunk=None, **params):
+def tvl1(frame0, frame1, *, chunk=None, devices=None, **params):
   """Dense TV-L1 flow from frame0 to frame1, in pixels.
 
   Args:
     frame0: grayscale (H, W) or a batch (N, H, W); float, or uint8 read as [0, 1].
     frame1: same shape as frame0.
     chunk: pairs solved together (vmap) per step of a loop over the batch; results do not
-      depend on it. None picks 1 on CPU, where one pair's arrays stay in cache and one
-      compiled solver serves every batch size, and the whole batch on GPU and TPU.
+      depend on it. None picks 1 on CPU, where one pair's arrays stay in cache, and the whole
+      batch on GPU and TPU.
+    devices: devices that share a batch, each looping over its part. None takes every local
+      device on CPU (XLA runs most of a CPU device's work on one thread, so one device per
+      core, e.g. XLA_FLAGS=--xla_force_host_platform_device_count=2, uses two cores) and the
+      default device elsewhere. Results do not depend on it.
     **params: fields of TVL1Params, e.g. `**SKIMAGE_COMPATIBLE` to reproduce
       skimage.registration.optical_flow_tvl1 with its defaults.
 
@@ -248,6 +268,9 @@ def tvl1(frame0, frame1, *, chunk=None, **params):
   f0, f1 = _as_float(frame0, "frame0"), _as_float(frame1, "frame1")
   if f0.ndim == 2:
     return _tvl1_vmap(f0[None], f1[None], prm)[0]
+  cpu = jax.default_backend() == "cpu"
+  if devices is None:
+    devices = jax.local_devices() if cpu else jax.local_devices()[:1]
   if chunk is None:
-    chunk = 1 if jax.default_backend() == "cpu" else f0.shape[0]
-  return _solve(f0, f1, prm, max(int(chunk), 1))
+    chunk = 1 if cpu else f0.shape[0]
+  return _solve(f0, f1, prm, max(int(chunk), 1), list(devices))
