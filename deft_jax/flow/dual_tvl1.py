@@ -162,6 +162,7 @@ def _solve_level(i0, i1, w, prm):
 
 
 def _prepare(f0, f1, prm):
+  f0, f1 = _as_float(f0), _as_float(f1)
   if prm.normalize:  # IPOL: both frames share one min-max map to [0, 255]
     lo = jnp.minimum(f0.min(), f1.min())
     scale = 255.0 / jnp.maximum(jnp.maximum(f0.max(), f1.max()) - lo, 1e-12)
@@ -191,10 +192,14 @@ def _tvl1_map(f0, f1, prm, chunk):
 
 
 def _spread(f0, f1, prm, chunk, mesh):
-  """Each device of `mesh` loops over its own slice of the pairs, all at once: one compiled
-  program for every device, where a jit per device would compile once per device."""
-  spec = jax.P("pairs")
-  local = functools.partial(_tvl1_map, prm=prm, chunk=chunk)
+  """Pairs laid out (m, k, H, W): device j of `mesh` loops over column j, all devices at once.
+
+  One compiled program serves every device (a jit per device would compile once per device).
+  Column j holds pairs j, j + k, j + 2k, ... of the batch, so slow stretches of a video are
+  shared, and the (m, k) result reads back in batch order without a transpose.
+  """
+  spec = jax.P(None, "pairs")
+  local = lambda a, b: _tvl1_map(a[:, 0], b[:, 0], prm, chunk)[:, None]
   return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec,
                        check_vma=False)(f0, f1)  # no collectives: each device on its own
 
@@ -208,23 +213,24 @@ _SPREAD_OTHER = jax.jit(_spread, static_argnames=_STATIC)
 
 
 def _solve(f0, f1, prm, chunk, devices):
-  """Spreads the pairs over `devices`, each solving `chunk` pairs per loop step.
-
-  Device j gets pairs j, j + k, j + 2k, ... of k devices, so that slow stretches of a video are
-  shared; the batch is padded with its last pair to a multiple of k.
-  """
-  n, k = f0.shape[0], len(devices)
+  """Spreads the pairs over `devices`, each solving `chunk` pairs per loop step; the batch is
+  padded with its last pair to a multiple of the device count. Host (NumPy) frames stay on the
+  host until each device receives its own: reshuffling them on an XLA:CPU device took seconds."""
   if isinstance(f0, jax.core.Tracer) or isinstance(f1, jax.core.Tracer):  # under jit: one loop
     return _tvl1_map(f0, f1, prm, chunk)
-  short = -n % k
-  if short:
-    f0, f1 = (jnp.concatenate([x, jnp.repeat(x[-1:], short, axis=0)]) for x in (f0, f1))
-  m = (n + short) // k
-  f0, f1 = (x.reshape(m, k, *x.shape[1:]).swapaxes(0, 1).reshape(x.shape) for x in (f0, f1))
+  n, k = f0.shape[0], len(devices)
+  m = -(-n // k)
+  xp = np if isinstance(f0, np.ndarray) and isinstance(f1, np.ndarray) else jnp
+  if m * k > n:
+    f0, f1 = (xp.concatenate([x, xp.repeat(x[-1:], m * k - n, axis=0)]) for x in (f0, f1))
+  f0, f1 = (x.reshape(m, k, *x.shape[1:]) for x in (f0, f1))
   mesh = jax.sharding.Mesh(np.asarray(devices), ("pairs",))
   spread = _SPREAD.get(devices[0].platform, _SPREAD_OTHER)
-  flow = jax.device_put(spread(f0, f1, prm, min(chunk, m), mesh), devices[0])
-  return flow.reshape(k, m, *flow.shape[1:]).swapaxes(0, 1).reshape(flow.shape)[:n]
+  flow = spread(f0, f1, prm, min(chunk, m), mesh)
+  if devices[0].platform == "cpu":  # gathered by NumPy: XLA:CPU copies it several times slower
+    flow = np.asarray(flow)
+  flow = flow.reshape(m * k, *flow.shape[2:])[:n]
+  return jax.device_put(flow, devices[0])
 
 
 # uint8 -> [0, 1] as correctly rounded float32 (NumPy's v / 255): XLA's CPU backend divides by a
@@ -233,13 +239,19 @@ def _solve(f0, f1, prm, chunk, devices):
 _UINT8_UNIT = np.arange(256, dtype=np.float32) / np.float32(255)
 
 
-def _as_float(frame, name):
-  frame = jnp.asarray(frame)
+def _as_float(frame):
   if frame.dtype == jnp.uint8:
     return jnp.asarray(_UINT8_UNIT)[frame]
+  return frame.astype(jnp.float32)
+
+
+def _frames(frame, name):
+  """The frames as given (host arrays stay on the host), dtype checked; converted per pair."""
+  if not isinstance(frame, (np.ndarray, jax.Array)):
+    frame = np.asarray(frame)
   if not (jnp.issubdtype(frame.dtype, jnp.floating) or jnp.issubdtype(frame.dtype, jnp.integer)):
     raise TypeError(f"{name} must be a float or uint8 array, got dtype {frame.dtype}.")
-  return frame.astype(jnp.float32)
+  return frame
 
 
 def tvl1(frame0, frame1, *, chunk=None, devices=None, **params):
@@ -269,7 +281,7 @@ def tvl1(frame0, frame1, *, chunk=None, devices=None, **params):
                      f"got {shape0}.")
   if shape1 != shape0:
     raise ValueError(f"frame1 must have the shape of frame0, {shape0}, got {shape1}.")
-  f0, f1 = _as_float(frame0, "frame0"), _as_float(frame1, "frame1")
+  f0, f1 = _frames(frame0, "frame0"), _frames(frame1, "frame1")
   cpu = jax.default_backend() == "cpu"
   if devices is None:
     devices = jax.local_devices() if cpu else jax.local_devices()[:1]
