@@ -87,6 +87,18 @@ def test_batch_equals_pairs_one_by_one(rng):
     np.testing.assert_allclose(vmapped[i], single, atol=1e-3)
 
 
+def test_devices_share_a_batch_without_changing_it(rng):
+  frames0, frames1, _, _ = _face_pairs(rng, 64, 5)
+  one = flow.tvl1(frames0, frames1, devices=jax.devices()[:1])
+  assert len(jax.devices()) >= 3  # tests/conftest.py: 8 CPU devices
+  for devices in (jax.devices()[:2], jax.devices()[:3], None):  # 5 pairs: padded to 6 on 2 and 3
+    spread = flow.tvl1(frames0, frames1, devices=devices)
+    assert spread.shape == one.shape
+    np.testing.assert_allclose(spread, one, atol=1e-5)
+  np.testing.assert_allclose(flow.tvl1(frames0, frames1, chunk=2, devices=jax.devices()[:2]), one,
+                             atol=1e-3)
+
+
 def test_jit_and_uint8(rng):
   frames0, frames1, _, _ = _face_pairs(rng, 64, 2)
   as_uint8 = [np.round(f * 255).astype(np.uint8) for f in (frames0, frames1)]
