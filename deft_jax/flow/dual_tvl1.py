@@ -218,6 +218,7 @@ def _solve(f0, f1, prm, chunk, devices):
   host until each device receives its own: reshuffling them on an XLA:CPU device took seconds."""
   if isinstance(f0, jax.core.Tracer) or isinstance(f1, jax.core.Tracer):  # under jit: one loop
     return _tvl1_map(f0, f1, prm, chunk)
+  devices = devices[:f0.shape[0]]  # no device idles on padding when the pairs are fewer
   n, k = f0.shape[0], len(devices)
   m = -(-n // k)
   xp = np if isinstance(f0, np.ndarray) and isinstance(f1, np.ndarray) else jnp
