@@ -11,6 +11,7 @@ image (as scikit-image does), a zoom factor fixed at 0.5, and theta = 0.15 by de
 
 import dataclasses
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -264,8 +265,8 @@ def tvl1(frame0, frame1, *, chunk=None, devices=None, **params):
     chunk: pairs solved together (vmap) per step of a loop over the batch; results do not
       depend on it. None picks 1 on CPU, where one pair's arrays stay in cache, and the whole
       batch on GPU and TPU.
-    devices: devices that share a batch, each looping over its part. None takes every local
-      device on CPU (XLA runs most of a CPU device's work on one thread, so one device per
+    devices: devices that share a batch, each looping over its part. None takes the local
+      devices on CPU, at most one per core (XLA runs most of a CPU device's work on one thread, so one device per
       core, e.g. XLA_FLAGS=--xla_force_host_platform_device_count=2, uses two cores) and the
       default device elsewhere. Results do not depend on it.
     **params: fields of TVL1Params, e.g. `**SKIMAGE_COMPATIBLE` to reproduce
@@ -284,8 +285,8 @@ def tvl1(frame0, frame1, *, chunk=None, devices=None, **params):
     raise ValueError(f"frame1 must have the shape of frame0, {shape0}, got {shape1}.")
   f0, f1 = _frames(frame0, "frame0"), _frames(frame1, "frame1")
   cpu = jax.default_backend() == "cpu"
-  if devices is None:
-    devices = jax.local_devices() if cpu else jax.local_devices()[:1]
+  if devices is None:  # on CPU one device per core; more (as tests fake) only add threads
+    devices = jax.local_devices()[:os.cpu_count() or 1] if cpu else jax.local_devices()[:1]
   if f0.ndim == 2:
     return _solve(f0[None], f1[None], prm, 1, list(devices)[:1])[0]
   if chunk is None:
