@@ -23,9 +23,9 @@ import os
 import sys
 import time
 
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""),
-                                      f"--xla_force_host_platform_device_count={len(os.sched_getaffinity(0))}"]).strip()
+from deft_jax.train import folds
+
+folds.one_cpu_device_per_core()  # before any device is touched
 
 import cv2  # noqa: E402
 import jax  # noqa: E402

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deft_jax.data import align, face_geometry
+from deft_jax.data import align, face_geometry, pipeline
 from deft_jax.facs import catalogue, regions
 from deft_jax.train import fold_models, folds
 from media import feat_media
@@ -65,7 +65,7 @@ def test_aligned_flow_puts_every_face_on_the_mean_face():
   assert np.abs(before - target).max() > 2.0  # the faces were apart by pixels
   np.testing.assert_allclose(after, np.broadcast_to(target, after.shape), atol=0.1)  # now on the mean face
   np.testing.assert_allclose(np.stack([_peak(f.astype(np.float32)) for f in out_face]), after, atol=0.6)
-  np.testing.assert_allclose(boxes, np.broadcast_to(face_geometry.boxes(points.mean(0)), boxes.shape), atol=1e-6)
+  np.testing.assert_allclose(boxes, np.broadcast_to(pipeline.region_boxes(points.mean(0)), boxes.shape), atol=1e-6)
   assert out.shape == flow.shape and out.dtype == flow.dtype and out_face.dtype == np.uint8
   assert not np.shares_memory(out, flow)  # the loaded clips are left as they were
 
@@ -98,7 +98,7 @@ def test_geometry_errors_name_the_field_and_the_clip():
 
 def test_mirror_reflects_the_region_boxes_with_the_flow():
   points, _, _ = _faces(4, seed=4)
-  boxes = jnp.asarray(np.stack([face_geometry.boxes(p) for p in points]))
+  boxes = jnp.asarray(np.stack([pipeline.region_boxes(p) for p in points]))
   batch = {"flow": jnp.zeros((4, SIZE, SIZE, 3)), "region_boxes": boxes}
   mirrored = folds.mirror(batch)["region_boxes"]
   np.testing.assert_allclose(mirrored[..., 0], -boxes[..., 2])

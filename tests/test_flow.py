@@ -91,7 +91,7 @@ def test_devices_share_a_batch_without_changing_it(rng):
   frames0, frames1, _, _ = _face_pairs(rng, 64, 5)
   one = flow.tvl1(frames0, frames1, devices=jax.devices()[:1])
   assert len(jax.devices()) >= 3  # tests/conftest.py: 8 CPU devices
-  for devices in (jax.devices()[:2], jax.devices()[:3], None):  # 5 pairs: padded to 6 on 2 and 3
+  for devices in (jax.devices()[:2], jax.devices()[:3], jax.devices()):  # 5 pairs: padded to 6 on 2 and 3; 5 of 8
     spread = flow.tvl1(frames0, frames1, devices=devices)
     assert spread.shape == one.shape
     np.testing.assert_allclose(spread, one, atol=1e-5)

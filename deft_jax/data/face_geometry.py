@@ -19,17 +19,11 @@ different places. Three geometries, by config:
 import cv2
 import numpy as np
 
-from deft_jax.data import align
-from deft_jax.facs import catalogue, regions
+from deft_jax.data import align, pipeline
+from deft_jax.facs import regions
 
 GEOMETRIES = ("canonical", "placed", "aligned")
 SCALE_LIMITS = (0.5, 2.0)  # a fit outside these is not a face's landmarks
-
-
-def boxes(points: np.ndarray) -> np.ndarray:
-  """(R, 4) region boxes, catalogue.REGIONS order, placed on (68, 2) canonical landmarks."""
-  placed = regions.place_regions(points)
-  return np.array([placed[r] for r in catalogue.REGIONS], np.float32)
 
 
 def fit_scale_shift(points: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
@@ -65,7 +59,7 @@ def apply(geometry: str, flow: np.ndarray, face: np.ndarray, landmarks: np.ndarr
     raise ValueError(f"folds.face_geometry={geometry!r}: every clip's landmarks are the canonical face, so "
                      "the dataset measured none (megc2019_composite: use a config that measures them, e.g. f112)")
   if geometry == "placed":
-    return flow, face, np.stack([boxes(p) for p in landmarks])
+    return flow, face, np.stack([pipeline.region_boxes(p) for p in landmarks])
   target = landmarks.mean(0)
   flow, face = flow.copy(), face.copy()
   for i, points in enumerate(landmarks):
@@ -75,4 +69,4 @@ def apply(geometry: str, flow: np.ndarray, face: np.ndarray, landmarks: np.ndarr
       raise ValueError(f"{name}: its landmarks fit the mean face only at scale {s:.2f} (expected "
                        f"{SCALE_LIMITS[0]}-{SCALE_LIMITS[1]}): they are not a face's")
     flow[i], face[i] = warp(flow[i], s, t), warp(face[i], s, t)
-  return flow, face, np.repeat(boxes(target)[None], len(flow), 0)
+  return flow, face, np.repeat(pipeline.region_boxes(target)[None], len(flow), 0)

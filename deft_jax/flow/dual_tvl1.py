@@ -266,9 +266,9 @@ def tvl1(frame0, frame1, *, chunk=None, devices=None, **params):
       depend on it. None picks 1 on CPU, where one pair's arrays stay in cache, and the whole
       batch on GPU and TPU.
     devices: devices that share a batch, each looping over its part. None takes the local
-      devices on CPU, at most one per core (XLA runs most of a CPU device's work on one thread, so one device per
-      core, e.g. XLA_FLAGS=--xla_force_host_platform_device_count=2, uses two cores) and the
-      default device elsewhere. Results do not depend on it.
+      devices on CPU, at most one per core (XLA runs most of a CPU device's work on one thread,
+      so one device per core, e.g. XLA_FLAGS=--xla_force_host_platform_device_count=2, uses
+      two cores), and the default device elsewhere. Results do not depend on it.
     **params: fields of TVL1Params, e.g. `**SKIMAGE_COMPATIBLE` to reproduce
       skimage.registration.optical_flow_tvl1 with its defaults.
 
