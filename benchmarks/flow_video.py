@@ -13,11 +13,16 @@ known warp each, a head drift of about 1 px, a rotation under 1 degree and local
 (8 px border left out) is reported. Unless XLA_FLAGS sets a device count, the CPU is split into one XLA device per
 core, over which tvl1 spreads the pairs. The last line printed is one JSON object.
 
+The solver runs with flow.CONSECUTIVE_FRAMES (three warps a level) unless --preset ipol asks
+for the defaults (IPOL's five), which onset-to-apex flow uses.
+
   PYTHONPATH=. python benchmarks/flow_video.py              # 256 px, all 471 pairs
+  PYTHONPATH=. python benchmarks/flow_video.py --preset ipol
   PYTHONPATH=. python benchmarks/flow_video.py --size 128
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -39,6 +44,7 @@ import flow_media  # noqa: E402  pylint: disable=wrong-import-position
 
 
 MARGIN = 8
+PRESETS = {"consecutive": dual_tvl1.CONSECUTIVE_FRAMES, "ipol": {}}
 
 
 def known_pairs(crops, n, seed=0):
@@ -66,19 +72,22 @@ def main():
   parser.add_argument("--repeats", type=int, default=2, help="timed runs after a warm-up; the best is kept")
   parser.add_argument("--chunk", type=int, default=None, help="pairs per solver call (tvl1's chunk)")
   parser.add_argument("--known", type=int, default=48, help="pairs with a known warp for the error (0: none)")
+  parser.add_argument("--preset", choices=sorted(PRESETS), default="consecutive",
+                      help="TV-L1 settings: flow.CONSECUTIVE_FRAMES or the defaults (IPOL's)")
   args = parser.parse_args()
+  solve = lambda a, b: dual_tvl1.tvl1(a, b, chunk=args.chunk, **PRESETS[args.preset])
   load_start = os.getloadavg()[0]
   crops, read_s = flow_media.aligned_video(flow_media.LONG_VIDEO, args.size)
   duration = len(crops) / 23.976
   frames0, frames1 = crops[:-1], crops[1:]
 
   start = time.perf_counter()
-  jax.block_until_ready(dual_tvl1.tvl1(frames0[:2], frames1[:2], chunk=args.chunk))
+  jax.block_until_ready(solve(frames0[:2], frames1[:2]))
   first = time.perf_counter() - start
   best, best_cpu, flow = np.inf, np.inf, None
   for _ in range(args.repeats):
     start, start_cpu = time.perf_counter(), time.process_time()
-    flow = np.asarray(jax.block_until_ready(dual_tvl1.tvl1(frames0, frames1, chunk=args.chunk)))
+    flow = np.asarray(jax.block_until_ready(solve(frames0, frames1)))
     best, best_cpu = min(best, time.perf_counter() - start), min(best_cpu, time.process_time() - start_cpu)
 
   dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
@@ -90,11 +99,12 @@ def main():
   known = {}
   if args.known:
     k0, k1, exact = known_pairs(crops, args.known)
-    error = np.linalg.norm(np.asarray(dual_tvl1.tvl1(k0, k1, chunk=args.chunk)) - exact, axis=-1)
+    error = np.linalg.norm(np.asarray(solve(k0, k1)) - exact, axis=-1)
     known = {"known_pairs": args.known, "known_mean_flow_px": round(float(np.linalg.norm(exact, axis=-1).mean()), 3),
              "known_epe_px": round(float(error[:, MARGIN:-MARGIN, MARGIN:-MARGIN].mean()), 4)}
   report = {"benchmark": "flow_video", "video": flow_media.LONG_VIDEO, "frames": len(crops),
-            "pairs": len(frames0), "size": args.size, "video_seconds": round(duration, 2),
+            "pairs": len(frames0), "size": args.size, "preset": args.preset,
+            "tvl1_params": dataclasses.asdict(dual_tvl1.TVL1Params(**PRESETS[args.preset])), "video_seconds": round(duration, 2),
             "cpu_count": os.cpu_count(), "devices": len(jax.devices()),
             "load_average_start": round(load_start, 2), "load_average": round(os.getloadavg()[0], 2),
             "read_align_crop_s": round(read_s, 2), "deft_first_call_s": round(first, 2),

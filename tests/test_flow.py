@@ -58,7 +58,8 @@ def test_matches_skimage_with_its_parameters(rng):
   assert max(differences) <= 0.05, differences
 
 
-def test_recovers_exact_flow_of_known_warps(rng):
+@pytest.mark.parametrize("params", [{}, flow.CONSECUTIVE_FRAMES], ids=["ipol", "consecutive_frames"])
+def test_recovers_exact_flow_of_known_warps(rng, params):
   size = 128
   face, mask = synthetic.face(rng, size)
   centre = rng.uniform(54, 74, 2)
@@ -71,7 +72,7 @@ def test_recovers_exact_flow_of_known_warps(rng):
           synthetic.rotation(rng.uniform(-1, 1), *centre)),
   }
   frames0, frames1, exact = _pairs([synthetic.render_pair(face, d, size) for d in warps.values()])
-  estimated = flow.tvl1(frames0, frames1)
+  estimated = flow.tvl1(frames0, frames1, **params)
   errors = {name: _epe(estimated[i], exact[i], _inner(mask)) for i, name in enumerate(warps)}
   print(errors)
   assert all(e <= 0.15 for e in errors.values()), errors

@@ -1,7 +1,7 @@
 """Helpers for the tests that run `deft-jax train` in subprocesses (resume, multi-host, sweep).
 
-Every such run uses the same tiny job (RUN_OVERRIDES) and one persistent compilation cache
-per test session, so only the first run of each device layout compiles.
+Every such run uses the same tiny job (RUN_OVERRIDES) and the session's persistent compilation
+cache (tests/conftest.py), so only the first run of each device layout compiles.
 """
 
 import json
@@ -40,7 +40,6 @@ def data_root(synthetic_tiny) -> str:
 def env(tmp_path_factory, devices: int = 8) -> dict:
   out = dict(os.environ)
   out.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-             JAX_COMPILATION_CACHE_DIR=session_dir(tmp_path_factory, "jax_cache"),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
              TOKENIZERS_PARALLELISM="false")
   return out

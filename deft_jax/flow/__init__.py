@@ -3,6 +3,7 @@
 from deft_jax.flow.apex import Apex
 from deft_jax.flow.apex import face_ellipse
 from deft_jax.flow.apex import spot_apex
+from deft_jax.flow.dual_tvl1 import CONSECUTIVE_FRAMES
 from deft_jax.flow.dual_tvl1 import SKIMAGE_COMPATIBLE
 from deft_jax.flow.dual_tvl1 import TVL1Params
 from deft_jax.flow.dual_tvl1 import tvl1
