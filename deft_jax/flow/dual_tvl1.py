@@ -86,7 +86,7 @@ SKIMAGE_COMPATIBLE = dict(
 
 # Consecutive frames of a video move a pixel or two, which three warps a level resolve: on the
 # 48 real crops with known warps of benchmarks/flow_video.py (mean flow 1.99 px) three warps
-# took 18% less CPU than IPOL's five for 0.0715 against 0.0696 px error (BENCHMARKS.md).
+# took 25% less CPU than IPOL's five for 0.0715 against 0.0696 px error (BENCHMARKS.md).
 # Onset-to-apex flow, which can carry several pixels of head drift, keeps the defaults.
 CONSECUTIVE_FRAMES = dict(warps=3)
 
