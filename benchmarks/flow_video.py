@@ -104,7 +104,8 @@ def main():
              "known_epe_px": round(float(error[:, MARGIN:-MARGIN, MARGIN:-MARGIN].mean()), 4)}
   report = {"benchmark": "flow_video", "video": flow_media.LONG_VIDEO, "frames": len(crops),
             "pairs": len(frames0), "size": args.size, "preset": args.preset,
-            "tvl1_params": dataclasses.asdict(dual_tvl1.TVL1Params(**PRESETS[args.preset])), "video_seconds": round(duration, 2),
+            "tvl1_params": dataclasses.asdict(dual_tvl1.TVL1Params(**PRESETS[args.preset])),
+            "video_seconds": round(duration, 2),
             "cpu_count": os.cpu_count(), "devices": len(jax.devices()),
             "load_average_start": round(load_start, 2), "load_average": round(os.getloadavg()[0], 2),
             "read_align_crop_s": round(read_s, 2), "deft_first_call_s": round(first, 2),
