@@ -23,6 +23,8 @@ from skimage.registration import optical_flow_tvl1
 from deft_jax.flow import synthetic
 from deft_jax.flow import dual_tvl1
 
+import timing
+
 MARGIN = 8  # px of border left out of the error
 
 
@@ -48,15 +50,6 @@ def make_pairs(n_pairs, size, seed):
 
 def epe(flow, ref, masks):
   return float(np.linalg.norm(flow - ref, axis=-1)[masks].mean())
-
-
-def best_time(fn, repeats):
-  best, out = np.inf, None
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = fn()
-    best = min(best, time.perf_counter() - start)
-  return best, out
 
 
 def deft(frames0, frames1, params, chunk=None):
@@ -89,17 +82,17 @@ def dis(frames0, frames1):
 def cpu_run(args):
   frames0, frames1, exact, masks = make_pairs(args.pairs, args.size, args.seed)
   results = {}
-  sk_time, sk_flow = best_time(lambda: skimage_loop(frames0, frames1), args.repeats)
+  sk_time, sk_flow = timing.best_of(lambda: skimage_loop(frames0, frames1), args.repeats)
   results["skimage_tvl1"] = (sk_time, sk_flow, None)
   for name, params in (("deft_jax_tvl1", {}),
                        ("deft_jax_tvl1_skimage_compatible", dual_tvl1.SKIMAGE_COMPATIBLE)):
     start = time.perf_counter()
     deft(frames0, frames1, params)
     compile_s = time.perf_counter() - start
-    seconds, flow = best_time(lambda p=params: deft(frames0, frames1, p), args.repeats)
+    seconds, flow = timing.best_of(lambda p=params: deft(frames0, frames1, p), args.repeats)
     results[name] = (seconds, flow, compile_s)
   for name, fn in (("opencv_farneback", farneback), ("opencv_dis_medium", dis)):
-    results[name] = (*best_time(lambda f=fn: f(frames0, frames1), args.repeats), None)
+    results[name] = (*timing.best_of(lambda f=fn: f(frames0, frames1), args.repeats), None)
 
   report = {"benchmark": "flow_tvl1", "pairs": args.pairs, "size": args.size,
             "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
@@ -124,7 +117,7 @@ def accelerator_run(args):
   start = time.perf_counter()
   deft(frames0, frames1, {})
   compile_s = time.perf_counter() - start
-  seconds, flow = best_time(lambda: deft(frames0, frames1, {}), args.repeats)
+  seconds, flow = timing.best_of(lambda: deft(frames0, frames1, {}), args.repeats)
   report = {"benchmark": "flow_tvl1_accelerator", "pairs": args.pairs, "size": size,
             "backend": jax.default_backend(), "device": str(jax.devices()[0]),
             "seconds": round(seconds, 4), "pairs_per_s": round(args.pairs / seconds, 2),

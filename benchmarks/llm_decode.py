@@ -12,7 +12,6 @@ tied embeddings).
 import argparse
 import json
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +21,8 @@ import transformers
 
 from deft_jax.models import decoding
 from deft_jax.models import hf
+
+import timing
 
 
 def parse():
@@ -54,21 +55,7 @@ def bandwidth_bytes_per_s(mesh, n_bytes: int = 1 << 30) -> float:
                      jax.NamedSharding(mesh, jax.P(("data", "fsdp", "tensor"))))
   total = jax.jit(jnp.sum)
   total(x).block_until_ready()
-  best = float("inf")
-  for _ in range(3):
-    start = time.perf_counter()
-    total(x).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return n_bytes / best
-
-
-def best_of(fn, n=2):
-  best = float("inf")
-  for _ in range(n):
-    start = time.perf_counter()
-    out = fn()
-    best = min(best, time.perf_counter() - start)
-  return best, out
+  return n_bytes / timing.best_of(lambda: total(x).block_until_ready(), 3)[0]
 
 
 def main():
@@ -104,8 +91,8 @@ def main():
     return out[:, -a.new:].numpy()
 
   ours()  # compile
-  ours_s, ours_tokens = best_of(ours)
-  ref_s, ref_tokens = best_of(reference)
+  ours_s, ours_tokens = timing.best_of(ours)
+  ref_s, ref_tokens = timing.best_of(reference)
   total = a.batch * a.new
   weight_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   head_dim = a.width // a.heads

@@ -19,23 +19,19 @@ bytes each reads per call over its time. The last line printed is one JSON objec
 import argparse
 import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 
+import timing
 
-def best_seconds(fn, repeats: int) -> float:
+
+def per_call_seconds(fn, repeats: int) -> float:
+  """Best of 3 runs of `repeats` back-to-back calls (after a warm-up), per call."""
   fn()
-  best = float("inf")
-  for _ in range(3):
-    start = time.perf_counter()
-    for _ in range(repeats):
-      fn()
-    best = min(best, (time.perf_counter() - start) / repeats)
-  return best
+  return timing.best_of(lambda: [fn() for _ in range(repeats)], 3)[0] / repeats
 
 
 def main():
@@ -67,14 +63,14 @@ def main():
             "load_average_start": round(os.getloadavg()[0], 2)}
   for name, (fn, inputs, n_bytes) in variants.items():
     out = np.asarray(fn(*inputs), np.float32).reshape(1, n)
-    seconds = best_seconds(lambda fn=fn, inputs=inputs: fn(*inputs).block_until_ready(), args.repeats)
+    seconds = per_call_seconds(lambda fn=fn, inputs=inputs: fn(*inputs).block_until_ready(), args.repeats)
     report[name] = {"ms": round(1e3 * seconds, 3), "bytes": n_bytes, "GBps": round(n_bytes / seconds / 1e9, 2),
                     "max_abs_error": round(float(np.abs(out - exact).max()), 4)}
   xt, wt = torch.from_numpy(x), torch.from_numpy(w)
   with torch.no_grad():
     for name, (a, b, n_bytes) in {"torch_f32": (xt, wt, 4 * k * n),
                                   "torch_bf16": (xt.bfloat16(), wt.bfloat16(), 2 * k * n)}.items():
-      seconds = best_seconds(lambda a=a, b=b: a @ b, args.repeats)
+      seconds = per_call_seconds(lambda a=a, b=b: a @ b, args.repeats)
       report[name] = {"ms": round(1e3 * seconds, 3), "bytes": n_bytes, "GBps": round(n_bytes / seconds / 1e9, 2)}
   for name in variants:
     report[name]["speed_vs_xla_f32"] = round(report["f32"]["ms"] / report[name]["ms"], 3)

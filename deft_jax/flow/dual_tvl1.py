@@ -11,13 +11,13 @@ image (as scikit-image does), a zoom factor fixed at 0.5, and theta = 0.15 by de
 
 import dataclasses
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from deft_jax import cpu as cpu_lib
 from deft_jax.flow import pyramid
 from deft_jax.flow import stencils
 from deft_jax.flow import warp
@@ -292,7 +292,7 @@ def tvl1(frame0, frame1, *, chunk=None, devices=None, **params):
   f0, f1 = _frames(frame0, "frame0"), _frames(frame1, "frame1")
   cpu = jax.default_backend() == "cpu"
   if devices is None:  # on CPU one device per core; more (as tests fake) only add threads
-    devices = jax.local_devices()[:os.cpu_count() or 1] if cpu else jax.local_devices()[:1]
+    devices = jax.local_devices()[:cpu_lib.usable_cores()] if cpu else jax.local_devices()[:1]
   if f0.ndim == 2:
     return _solve(f0[None], f1[None], prm, 1, list(devices)[:1])[0]
   if chunk is None:

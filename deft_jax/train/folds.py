@@ -25,6 +25,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from deft_jax import cpu
+
 MODES = ("test", "validation")
 BALANCE = ("sample", "none")
 
@@ -168,8 +170,7 @@ def one_cpu_device_per_core() -> None:
   when XLA_FLAGS already sets a device count. Accelerators are unaffected."""
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_force_host_platform_device_count" not in flags:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores}".strip()
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cpu.usable_cores()}".strip()
 
 
 def fold_mesh(devices=None) -> jax.sharding.Mesh:
