@@ -140,24 +140,36 @@ def test_flip_negates_u_and_mirrors():
   np.testing.assert_array_equal(np.asarray(out["face"])[flipped], np.asarray(batch["face"])[flipped][:, :, ::-1])
 
 
-def test_test_flip_scores_the_mean_of_a_clip_and_its_mirror():
-  """With test_flip the scored logits are the mean over the clip and its mirror (u negated)."""
+def _moved(flow, dy, dx):
+  """flow moved by whole pixels, zero where nothing moved in (numpy, the reference)."""
+  out = np.zeros_like(flow)
+  h, w = flow.shape[1:3]
+  out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+      flow[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+  return out
+
+
+@pytest.mark.parametrize("flip, shift", [(False, 0.0), (True, 0.0), (False, 1.0), (True, 2.0)])
+def test_scored_logits_are_the_mean_over_test_views(flip, shift):
+  """test_flip: the clip and its mirror (u negated); test_shift s: also the clip moved s pixels
+  up, down, left and right (and their mirrors), each view's logits averaged."""
   data = _peer_data(n=6)
   spec = fold_models.peer("ststnet", 3, data)
   variables = spec.init(jax.random.key(3))
   tx = optax.set_to_zero()
   idx = np.arange(6, dtype=np.int32)
   weights = np.full(6, 1 / 6, np.float32)
-  outs = {}
-  for flip in (False, True):  # one step (batch statistics move, parameters do not)
-    epoch = folds.make_epoch(spec, tx, folds.Augment(flip=False), folds.Schedule(2, 1, 1, test_flip=flip))
-    trained, _, _, outs[flip] = epoch(variables, tx.init(variables["params"]), data, weights, idx, jax.random.key(0))
-  mirrored = {**data, "flow": data["flow"][:, :, ::-1] * np.array([-1.0, 1.0, 1.0], np.float32)}
-  plain = np.asarray(spec.logits(trained, data))
-  expected = (plain + np.asarray(spec.logits(trained, mirrored))) / 2
-  np.testing.assert_allclose(outs[False], plain, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(outs[True], expected, rtol=1e-5, atol=1e-5)
-  assert not np.allclose(outs[True], outs[False], atol=1e-4)
+  # One step (batch statistics move, parameters do not).
+  epoch = folds.make_epoch(spec, tx, folds.Augment(flip=False), folds.Schedule(2, 1, 1, flip, shift))
+  trained, _, _, out = epoch(variables, tx.init(variables["params"]), data, weights, idx, jax.random.key(0))
+  flow = np.asarray(data["flow"])
+  s = int(shift)
+  views = [flow] + ([_moved(flow, dy, dx) for dy, dx in ((s, 0), (-s, 0), (0, s), (0, -s))] if s else [])
+  views += [v[:, :, ::-1] * np.array([-1.0, 1.0, 1.0], np.float32) for v in views] if flip else []
+  expected = np.mean([np.asarray(spec.logits(trained, {**data, "flow": jnp.asarray(v)})) for v in views], 0)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+  if flip or shift:  # the views do change the scores
+    assert not np.allclose(out, np.asarray(spec.logits(trained, data)), atol=1e-4)
 
 
 @pytest.mark.slow
@@ -229,9 +241,20 @@ def test_composite_job_end_to_end_on_a_fake_layout(tmp_path):
   assert cli.main(["score", str(work / "predictions.csv")]) == 0
   # Regions placed on each face's measured landmarks reach DEFT's motion expert in every fold.
   placed = tmp_path / "placed"
+  # ... and so do prompts that name each clip's corpus, scored over shifted and mirrored views.
   assert cli.main(args[:4] + [str(placed)] + args[5:] + ["--config.folds.face_geometry=placed", "--config.folds.epochs=1",
-                                                         "--config.folds.models=('deft',)"]) == 0
+                                                         "--config.folds.models=('deft',)", "--config.folds.name_corpus=True",
+                                                         "--config.folds.test_shift=1.0", "--config.data.max_text_len=40"]) == 0
   assert json.loads((placed / "results.json").read_text())["num_test_clips"] == len(fake.ROWS)
+
+
+def test_prompts_name_the_corpus_only_when_asked():
+  from deft_jax.data import answers
+  from deft_jax.train import fold_data
+  assert fold_data.instruction("samm", False) == answers.INSTRUCTIONS[0]
+  assert fold_data.instruction("samm", True) == f"SAMM clip. {answers.INSTRUCTIONS[0]}"
+  assert fold_data.instruction("casme2", True).startswith("CASME II clip. ")
+  assert fold_data.instruction("mmew", True).startswith("mmew clip. ")  # unknown corpora: named as stored
 
 
 def test_matmul_convs_equal_flax_conv():

@@ -54,14 +54,27 @@ def centred(flow: np.ndarray) -> np.ndarray:
   return out
 
 
+# How a prompt names a clip's corpus (the `source` field); other sources are named as stored.
+CORPUS_NAMES = {"casme2": "CASME II", "samm": "SAMM", "smic": "SMIC-HS"}
+
+
+def instruction(source: str, name_corpus: bool) -> str:
+  """The evaluation instruction, after the clip's corpus when `name_corpus`: corpora differ in
+  frame rate, lighting and class shares, and the corpus is known at test time."""
+  if not name_corpus:
+    return answers.INSTRUCTIONS[0]
+  return f"{CORPUS_NAMES.get(source, source)} clip. {answers.INSTRUCTIONS[0]}"
+
+
 def load(source, scheme: str, tokenizer=None, max_text_len: int = 0, face_size: int = 0,
-         geometry: str = "canonical", centre_flow: bool = False) -> Clips:
+         geometry: str = "canonical", centre_flow: bool = False, name_corpus: bool = False) -> Clips:
   """The labelled clips of `source` (a TFDS data source): flow (N, S, S, 3) = (u, v, strain),
   face (N, face_size, face_size, 3) uint8 (the apex frame; 0: as stored), labels and, with a
   tokenizer, the training text (instruction + answer) and the evaluation text (instruction).
   `geometry` (data/face_geometry.py) places the regions by each clip's landmarks, or aligns the
   flow and face by them; then `region_boxes` (N, R, 4) is one of the arrays. `centre_flow`
-  moves each clip's still skin to zero motion (centred())."""
+  moves each clip's still skin to zero motion (centred()); `name_corpus` starts each prompt
+  with the clip's corpus (instruction())."""
   records = [source[i] for i in range(len(source))]
   records = [r for r in records if pipeline.record_label(r, scheme) >= 0]
   if not records:
@@ -81,9 +94,9 @@ def load(source, scheme: str, tokenizer=None, max_text_len: int = 0, face_size: 
     arrays["region_boxes"] = boxes
   if tokenizer is not None:
     layout = pipeline.text_layout(tokenizer, max_text_len)
-    prompt = answers.INSTRUCTIONS[0]
-    train = [pipeline.encode_text(tokenizer, layout, prompt, _answer(r, scheme)) for r in records]
-    test = [pipeline.encode_text(tokenizer, layout, prompt, None) for r in records]
+    prompts = [instruction(pipeline.as_text(r["source"]), name_corpus) for r in records]
+    train = [pipeline.encode_text(tokenizer, layout, p, _answer(r, scheme)) for p, r in zip(prompts, records)]
+    test = [pipeline.encode_text(tokenizer, layout, p, None) for p in prompts]
     for key in train[0]:
       arrays[key] = np.stack([t[key] for t in train])
       arrays[f"eval_{key}"] = np.stack([t[key] for t in test])

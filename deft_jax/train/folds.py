@@ -135,14 +135,24 @@ class Augment:
       boxes = None if boxes is None else jnp.where(flip[:, :, 0], mirrored["region_boxes"], boxes)
     if self.shift or self.scale:
       u = jax.random.uniform(ka, (flow.shape[0], 3), minval=-1.0, maxval=1.0)
-      zoom = 1.0 + self.scale * u[:, 0]
-      flow = jax.vmap(_affine)(flow, zoom, self.shift * u[:, 1:])
-      if face is not None:
-        face = jax.vmap(_affine)(face, zoom, self.shift * u[:, 1:] * face.shape[1] / flow.shape[1])
+      flow, face = _zoom_shift(flow, face, 1.0 + self.scale * u[:, 0], self.shift * u[:, 1:])
     out = {**batch, "flow": flow, **({} if boxes is None else {"region_boxes": boxes})}
-    if face is None:
-      return out
-    return {**out, "face": jnp.clip(jnp.round(face), 0, 255).astype(jnp.uint8)}
+    return out if face is None else {**out, "face": _pixels(face)}
+
+
+def shifted(batch, shift):
+  """The batch moved by `shift` (dy, dx) flow pixels; the face alike at its own scale."""
+  n = batch["flow"].shape[0]
+  face = batch["face"].astype(jnp.float32) if "face" in batch else None
+  flow, face = _zoom_shift(batch["flow"], face, jnp.ones(n), jnp.broadcast_to(jnp.asarray(shift, jnp.float32), (n, 2)))
+  return {**batch, "flow": flow, **({} if face is None else {"face": _pixels(face)})}
+
+
+def test_views(batch, flip: bool, shift: float) -> list:
+  """What a clip is scored as: itself, moved by `shift` pixels each way along each axis (0: not),
+  and the mirror of each of those (flip)."""
+  views = [batch] + [shifted(batch, d) for d in ((shift, 0.0), (-shift, 0.0), (0.0, shift), (0.0, -shift)) if shift]
+  return views + [mirror(v) for v in views] if flip else views
 
 
 def mirror(batch):
@@ -154,6 +164,19 @@ def mirror(batch):
   if "region_boxes" in batch:
     out["region_boxes"] = batch["region_boxes"][..., jnp.array([2, 1, 0, 3])] * jnp.array([-1.0, 1.0, -1.0, 1.0])
   return out
+
+
+def _pixels(face):
+  return jnp.clip(jnp.round(face), 0, 255).astype(jnp.uint8)
+
+
+def _zoom_shift(flow, face, zoom, shift):
+  """Each clip zoomed by zoom (N,) and moved by shift (N, 2) flow pixels; the face (float or
+  None) alike, its shift scaled to its size."""
+  flow_out = jax.vmap(_affine)(flow, zoom, shift)
+  if face is None:
+    return flow_out, None
+  return flow_out, jax.vmap(_affine)(face, zoom, shift * face.shape[1] / flow.shape[1])
 
 
 def _affine(image, zoom, shift):
@@ -184,6 +207,7 @@ class Schedule:
   steps_per_epoch: int
   epochs: int
   test_flip: bool = False  # score each clip as the mean of its own and its mirror's logits
+  test_shift: float = 0.0  # and of its copies moved this many pixels up, down, left and right
 
 
 def make_epoch(spec, tx, augment: Augment, schedule: Schedule):
@@ -209,9 +233,8 @@ def make_epoch(spec, tx, augment: Augment, schedule: Schedule):
     keys = jax.random.split(key, schedule.steps_per_epoch)
     (variables, opt_state, _, _), loss = jax.lax.scan(step, (variables, opt_state, data, weights), keys)
     scored = jax.tree.map(lambda x: x[idx], data)
-    logits = spec.logits(variables, scored)
-    if schedule.test_flip:
-      logits = (logits + spec.logits(variables, mirror(scored))) / 2
+    views = test_views(scored, schedule.test_flip, schedule.test_shift)
+    logits = sum(spec.logits(variables, v) for v in views) / len(views)
     return variables, opt_state, loss.mean(), logits.astype(jnp.float32)
 
   return epoch

@@ -41,7 +41,8 @@ def model_settings(cfg, name: str) -> dict:
     f = cfg.folds
     return dict(epochs=f.epochs, batch_size=f.batch_size, learning_rate=cfg.optim.learning_rate,
                 weight_decay=cfg.optim.weight_decay, warmup_epochs=f.warmup_epochs, ensemble=f.ensemble,
-                smoothing=f.label_smoothing, test_flip=f.test_flip, average_epochs=f.average_epochs)
+                smoothing=f.label_smoothing, test_flip=f.test_flip, test_shift=f.test_shift,
+                average_epochs=f.average_epochs)
   if name not in cfg.peers:
     raise ValueError(f"folds.models: {name!r} is not a model; known: {fold_models.MODELS}")
   return dict(cfg.peers[name])
@@ -73,7 +74,8 @@ def run_model(cfg, name: str, clips, plan, tokenizer, mesh, log=lambda line: pri
   weights = folds_lib.sampling_weights(plan.train, clips.label, cfg.folds.balance)
   idx, mask = folds_lib.scored_indices(plan.scored)
   steps = folds_lib.steps_per_epoch(plan.train, settings["batch_size"])
-  schedule = folds_lib.Schedule(settings["batch_size"], steps, settings["epochs"], settings.get("test_flip", False))
+  schedule = folds_lib.Schedule(settings["batch_size"], steps, settings["epochs"], settings.get("test_flip", False),
+                                settings.get("test_shift", 0.0))
   tx = optimizer(settings, steps * schedule.epochs, steps * settings.get("warmup_epochs", 0), spec.frozen)
   augment = folds_lib.Augment(**cfg.folds.augment)
   start = time.time()
@@ -164,7 +166,7 @@ def run(cfg, workdir: str, builder=None) -> dict:
   tokenizer = trainer.load_tokenizer(cfg, workdir) if "deft" in models else None
   face_size = cfg.model.structure.image_size if cfg.model.structure.enabled else 0
   clips = fold_data.load(source_of(cfg, builder), cfg.data.scheme, tokenizer, cfg.data.max_text_len, face_size,
-                         cfg.folds.face_geometry, cfg.folds.centre_flow)
+                         cfg.folds.face_geometry, cfg.folds.centre_flow, cfg.folds.name_corpus)
   plan = folds_lib.plan(clips.subject, cfg.folds.mode, cfg.folds.num_folds, cfg.folds.val_groups, cfg.seed,
                         tuple(cfg.folds.subjects))
   mesh = folds_lib.fold_mesh()
