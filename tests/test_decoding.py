@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import traverse_util
 
 from deft_jax.models import decoding
 from deft_jax.models import hf
+from deft_jax.models import lora as lora_lib
 from hf_models import VARIANTS, hf_checkpoint, left_padded
 
 NEW = 32
@@ -117,3 +119,31 @@ def test_right_padding_gives_the_same_tokens_as_left_padding(tmp_path):
   run = lambda i, m: np.asarray(decoding.generate(module, params, input_ids=jnp.asarray(i),
                                                   attention_mask=jnp.asarray(m), max_new_tokens=12))
   np.testing.assert_array_equal(run(right_ids, right_mask), run(ids, left_mask))
+
+
+@pytest.mark.parametrize("variant", ["llama", "qwen2", "qwen3"])
+def test_generate_with_lora_picks_the_full_forwards_greedy_tokens(tmp_path, variant):
+  """generate (adapters merged, q/k/v and gate/up fused, layers split, KV cache) picks the tokens
+  a greedy loop over the full forward of the scanned model's separate adapted projections picks."""
+  _, path = hf_checkpoint(tmp_path, variant, seed=6)
+  lora = lora_lib.LoraConfig(rank=2, alpha=4.0)  # all seven projections
+  module, params = hf.from_pretrained(path, lora=lora, rng=jax.random.key(6))
+  rng = np.random.default_rng(26)
+  params = traverse_util.unflatten_dict({k: jnp.asarray(rng.normal(0, 0.3, v.shape), v.dtype) if k.endswith("lora_b")
+                                         else v for k, v in traverse_util.flatten_dict(params, sep="/").items()}, sep="/")
+  ids, mask = left_padded(rng, 3, 8)
+  new = 12
+  ours = np.asarray(decoding.generate(module, params, input_ids=jnp.asarray(ids), attention_mask=jnp.asarray(mask),
+                                      max_new_tokens=new))
+  # The reference grows the prompt into right padding: one shape, one compile.
+  buf = np.concatenate([ids, np.zeros((3, new), ids.dtype)], axis=1)
+  buf_mask = np.concatenate([mask, np.zeros((3, new), mask.dtype)], axis=1)
+  forward = jax.jit(lambda i, m: module.apply({"params": params}, i, attention_mask=m))
+  for step in range(new):
+    logits = np.asarray(forward(jnp.asarray(buf), jnp.asarray(buf_mask)))
+    buf[:, 8 + step], buf_mask[:, 8 + step] = logits[:, 8 + step - 1].argmax(-1), 1
+  np.testing.assert_array_equal(ours, buf[:, 8:])
+  base_module, base_params = hf.from_pretrained(path)
+  base = np.asarray(decoding.generate(base_module, base_params, input_ids=jnp.asarray(ids),
+                                      attention_mask=jnp.asarray(mask), max_new_tokens=new))
+  assert (base != ours).any()  # the adapters change the tokens, so merging them is tested

@@ -1,5 +1,7 @@
 """DecoderLM on its own: config parsing, logical names, padding, dtypes, remat, scanned layers."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,7 @@ SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_l
              num_attention_heads=4, num_key_value_heads=2)
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
           "original_max_position_embeddings": 16}
+ALL_LINEAR = r".*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$|lm_head"
 
 
 def init(config, seed, **kw):
@@ -175,3 +178,60 @@ def test_scanned_layers_equal_the_unscanned_stack(model_type):
   with pytest.raises(ValueError, match="decode runs the layers unrolled"):
     scanned.apply({"params": params}, jnp.zeros((2, 1, 64)), jnp.zeros((2, 1), jnp.int32), jnp.ones((2, 8), bool),
                   cache, 0, method="decode")
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3"])
+def test_fused_projections_decode_what_the_separate_adapted_ones_do(model_type):
+  """decoding.generate's model (adapters merged, q/k/v and gate/up one matmul each) on
+  fuse_projections' params: the decode logits of the separate projections with their LoRA
+  branches, prefill and a cached step; qwen2 has q/k/v biases, qwen3 q/k norms."""
+  config = llm.LlmConfig(model_type=model_type, **SMALL)
+  lora = lora_lib.LoraConfig(rank=2, targets=ALL_LINEAR)
+  separate, params = init(config, 15, lora=lora, scan_layers=False)
+  rng = np.random.default_rng(15)
+  params = jax.tree.map(lambda x: x + 0.05 * rng.normal(size=x.shape).astype(x.dtype), params)  # LoRA B, biases != 0
+  ids = jnp.asarray(rng.integers(1, 128, (2, 6)))
+  kv_valid = jnp.asarray(np.array([[0, 0, 1, 1, 1, 1, 1], [1] * 7], bool))
+  positions = llm.default_positions(kv_valid)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def decode(module, p):
+    x = module.apply({"params": p}, ids, method="embed")
+    hidden, cache = module.apply({"params": p}, x, positions[:, :6], kv_valid, llm.init_cache(config, 2, 7), 0,
+                                 method="decode")
+    step, _ = module.apply({"params": p}, x[:, -1:], positions[:, 6:], kv_valid, cache, 6, method="decode")
+    return module.apply({"params": p}, jnp.concatenate([hidden, step], axis=1), method="logits")
+
+  want = np.asarray(decode(separate, params))
+  fused = np.asarray(decode(llm.DecoderLM(config, scan_layers=False, fused_projections=True),
+                            llm.fuse_projections(params, lora)))
+  base = np.asarray(decode(llm.DecoderLM(config, scan_layers=False), lora_lib.split(params)[0]))
+  assert np.abs(want - base).max() > 1e-2  # the adapters matter, so merging them is tested
+  np.testing.assert_allclose(fused, want, rtol=0, atol=1e-5)
+  with pytest.raises(ValueError, match="fused_projections runs merged weights"):
+    llm.DecoderLM(config, lora=lora, fused_projections=True).apply({"params": params}, ids)
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_fuse_projections_gives_the_fused_models_params(scan):
+  config = llm.LlmConfig(model_type="qwen3", attention_bias=True, **SMALL)  # q/k/v biases and q/k norms
+  lora = lora_lib.LoraConfig(rank=2)
+  _, params = init(config, 16, lora=lora, scan_layers=scan)
+  params = jax.tree.map(lambda x: x + 0.05 * np.random.default_rng(16).normal(size=x.shape).astype(x.dtype), params)
+  fused = traverse_util.flatten_dict(llm.fuse_projections(params, lora), sep="/")
+  want = traverse_util.flatten_dict(
+      nn.meta.unbox(llm.abstract_params(llm.DecoderLM(config, scan_layers=scan, fused_projections=True))), sep="/")
+  assert {k: v.shape for k, v in fused.items()} == {k: v.shape for k, v in want.items()}
+  layer = "layers" if scan else "layers_1"
+  assert fused[f"{layer}/self_attn/qkv_proj/kernel"].shape[-2:] == (64, (4 + 2 * 2) * 16)
+  assert fused[f"{layer}/self_attn/qkv_proj/bias"].shape[-1] == 128
+  assert fused[f"{layer}/mlp/gate_up_proj/kernel"].shape[-2:] == (64, 2 * 128)
+  merged = traverse_util.flatten_dict(lora_lib.merge(params, lora), sep="/")
+  np.testing.assert_array_equal(fused[f"{layer}/self_attn/qkv_proj/kernel"][..., 64:96],
+                                merged[f"{layer}/self_attn/k_proj/kernel"])
+  np.testing.assert_array_equal(fused[f"{layer}/self_attn/qkv_proj/bias"][..., 96:],
+                                merged[f"{layer}/self_attn/v_proj/bias"])
+  np.testing.assert_array_equal(fused[f"{layer}/mlp/gate_up_proj/kernel"][..., 128:],
+                                merged[f"{layer}/mlp/up_proj/kernel"])
+  with pytest.raises(ValueError, match="params hold LoRA leaves"):
+    llm.fuse_projections(params)
