@@ -147,3 +147,25 @@ def test_generate_with_lora_picks_the_full_forwards_greedy_tokens(tmp_path, vari
   base = np.asarray(decoding.generate(base_module, base_params, input_ids=jnp.asarray(ids),
                                       attention_mask=jnp.asarray(mask), max_new_tokens=new))
   assert (base != ours).any()  # the adapters change the tokens, so merging them is tested
+
+
+def test_generate_fuses_only_whole_full_precision_weights(tmp_path):
+  """Fused on one device in float32; not with adapters over a bf16 base (merging would round
+  them) nor with the weights split over devices (a fused q/k/v would cut across the split)."""
+  _, path = hf_checkpoint(tmp_path, "llama", seed=7)
+  module, params = hf.from_pretrained(path)
+  assert decoding._fusable(module, params)  # pylint: disable=protected-access
+  lora = lora_lib.LoraConfig(rank=2, alpha=4.0)
+  adapted, adapted_params = hf.from_pretrained(path, lora=lora, rng=jax.random.key(7))
+  assert decoding._fusable(adapted, adapted_params)  # pylint: disable=protected-access
+  narrow = jax.tree.map(lambda x: x.astype(jnp.bfloat16) if x.ndim == 2 else x, adapted_params)
+  assert not decoding._fusable(adapted, narrow)  # pylint: disable=protected-access
+  assert decoding._fusable(module, jax.tree.map(lambda x: x.astype(jnp.bfloat16), params))  # nothing to merge
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:2]), ("tensor",))
+  split = jax.tree.map(lambda x: jax.device_put(x, jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(*([None] * (x.ndim - 1) + ["tensor"]))) if x.shape[-1] % 2 == 0 else x), params)
+  assert not decoding._fusable(module, split)  # pylint: disable=protected-access
+  ids, mask = left_padded(np.random.default_rng(27), 2, 6)
+  run = lambda p: np.asarray(decoding.generate(module, p, input_ids=jnp.asarray(ids), attention_mask=jnp.asarray(mask),
+                                               max_new_tokens=8))
+  np.testing.assert_array_equal(run(split), run(params))

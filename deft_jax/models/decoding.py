@@ -52,14 +52,25 @@ def generate(module: llm.DecoderLM, params, *, input_ids=None, inputs_embeds=Non
   if temperature > 0 and rng is None:
     raise ValueError("sampling (temperature > 0) needs rng")
   return _generate(module, params, input_ids, inputs_embeds, jnp.asarray(attention_mask),
-                   jax.random.key(0) if rng is None else rng, max_new_tokens=max_new_tokens,
+                   jax.random.key(0) if rng is None else rng, fuse=_fusable(module, params),
+                   max_new_tokens=max_new_tokens,
                    temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
                    stop_tokens=tuple(int(t) for t in stop_tokens), pad_token_id=int(pad_token_id))
 
 
-@functools.partial(jax.jit, static_argnames=("module", "max_new_tokens", "temperature", "top_k",
+def _fusable(module, params) -> bool:
+  """Whether generate fuses the projections (llm.fuse_projections): not when the weights are
+  split over devices (a fused q/k/v kernel would cut across the heads' split), nor when adapters
+  would be merged into narrower weights (a bf16 base would round them away)."""
+  leaves = jax.tree.leaves(params)
+  one_device = all(len(x.sharding.device_set) == 1 for x in leaves
+                   if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer))
+  return one_device and (module.lora is None or all(x.dtype == jnp.float32 for x in leaves))
+
+
+@functools.partial(jax.jit, static_argnames=("module", "fuse", "max_new_tokens", "temperature", "top_k",
                                               "top_p", "stop_tokens", "pad_token_id"))
-def _generate(module, params, input_ids, inputs_embeds, attention_mask, rng, *, max_new_tokens,
+def _generate(module, params, input_ids, inputs_embeds, attention_mask, rng, *, fuse, max_new_tokens,
               temperature, top_k, top_p, stop_tokens, pad_token_id):
   # A token step reads every weight once, in matvecs at batch 1; the weights are rearranged for
   # that once here, before the loop, at the cost of one copy of the layer weights.
@@ -72,8 +83,9 @@ def _generate(module, params, input_ids, inputs_embeds, attention_mask, rng, *, 
   # Adapters merged, q/k/v and gate/up one wider matvec each (llm.fuse_projections). After the
   # split: each fused kernel is then written once, from slices of the stack (fusing the stack
   # first held another 200 MB at SmolLM2's size).
-  params = llm.fuse_projections(params, module.lora)
-  module = module.clone(lora=None, fused_projections=True)
+  if fuse:
+    params = llm.fuse_projections(params, module.lora)
+    module = module.clone(lora=None, fused_projections=True)
   variables = {"params": params}
   parts = [] if inputs_embeds is None else [inputs_embeds.astype(module.dtype)]
   if input_ids is not None:
