@@ -148,7 +148,7 @@ def shifted(batch, shift):
   return {**batch, "flow": flow, **({} if face is None else {"face": _pixels(face)})}
 
 
-def test_views(batch, flip: bool, shift: float) -> list:
+def scoring_views(batch, flip: bool, shift: float) -> list:
   """What a clip is scored as: itself, moved by `shift` pixels each way along each axis (0: not),
   and the mirror of each of those (flip)."""
   views = [batch] + [shifted(batch, d) for d in ((shift, 0.0), (-shift, 0.0), (0.0, shift), (0.0, -shift)) if shift]
@@ -233,7 +233,7 @@ def make_epoch(spec, tx, augment: Augment, schedule: Schedule):
     keys = jax.random.split(key, schedule.steps_per_epoch)
     (variables, opt_state, _, _), loss = jax.lax.scan(step, (variables, opt_state, data, weights), keys)
     scored = jax.tree.map(lambda x: x[idx], data)
-    views = test_views(scored, schedule.test_flip, schedule.test_shift)
+    views = scoring_views(scored, schedule.test_flip, schedule.test_shift)
     logits = sum(spec.logits(variables, v) for v in views) / len(views)
     return variables, opt_state, loss.mean(), logits.astype(jnp.float32)
 
