@@ -82,11 +82,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         augment=dict(flip=True, shift=1.0, scale=0.05),
         models=("deft", "ststnet"),  # the first writes DIR/results.json; the others DIR/peers/<name>/
     )
-    # Peers, as their papers train them (STSTNet: the LOSO schedule measured in issue 12).
+    # Peers, as their papers train and score them (STSTNet: the LOSO schedule measured in issue
+    # 12); `test_flip` / `test_shift` give them DEFT's scoring views, for a like-for-like look.
     c.peers = dict(
         ststnet=dict(epochs=2 if tiny else 100, batch_size=8 if tiny else 32, learning_rate=4e-4, weight_decay=0.0,
-                     warmup_epochs=0, cosine=False, ensemble=1, smoothing=0.0),
+                     warmup_epochs=0, cosine=False, ensemble=1, smoothing=0.0, test_flip=False, test_shift=0.0),
         offapexnet=dict(epochs=2 if tiny else 100, batch_size=8 if tiny else 32, learning_rate=1e-4,
-                        weight_decay=0.0, warmup_epochs=0, cosine=False, ensemble=1, smoothing=0.0),
+                        weight_decay=0.0, warmup_epochs=0, cosine=False, ensemble=1, smoothing=0.0,
+                        test_flip=False, test_shift=0.0),
     )
   return c
