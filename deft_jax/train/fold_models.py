@@ -4,18 +4,26 @@ A `Spec` gives, for one fold, init(rng) -> variables, loss(variables, batch, rng
 (terms, updated non-param collections)) and logits(variables, batch) -> (B, C) emotion logits,
 over a batch gathered from fold_data.Clips (flow, face, label, text...). The fold program
 vmaps them over folds.
+
+A pretrained LLM (model.llm_path) is the one part no fold should copy: its frozen leaves are the
+Spec's `base`, one tree that every fold reads and none trains, while each fold's parameters hold
+only what trains (LoRA, grown rows, experts, projectors, heads), starting from `start` where the
+checkpoint has them (the grown rows' mean-row init).
 """
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from flax import traverse_util
+
+from deft_jax.models import hf
 from deft_jax.models.peers import offapexnet, ststnet
-from deft_jax.train import losses, state as state_lib
+from deft_jax.train import losses, optimizer as optimizer_lib, sharding, state as state_lib
 
 PEERS = {"ststnet": ststnet.STSTNet, "offapexnet": offapexnet.OffApexNet}
 MODELS = ("deft",) + tuple(PEERS)
@@ -28,6 +36,15 @@ class Spec:
   loss: Callable
   logits: Callable
   frozen: tuple[str, ...] = ()  # param path regexes the optimizer keeps fixed
+  base: Any = None  # frozen params shared by every fold (nested dict), outside the fold axis
+  start: Any = None  # {path tuple: array}: trainable leaves every fold starts from instead of init
+
+
+def with_base(params, base) -> dict:
+  """A fold's trainable params and the shared frozen base as one tree (what the model applies to)."""
+  if not base:
+    return params
+  return traverse_util.unflatten_dict({**traverse_util.flatten_dict(base), **traverse_util.flatten_dict(params)})
 
 
 def _ce(logits, labels, smoothing: float):
@@ -68,13 +85,37 @@ def deft_batch(batch: dict, evaluation: bool) -> dict:
   return out
 
 
+def pretrained_base(cfg, model, sample_batch) -> tuple[dict, dict]:
+  """(base, start) from model.llm_path: the frozen leaves (optim.frozen) as one shared tree, and
+  the checkpoint's trainable leaves (e.g. the grown rows) as {path: array}. Frozen leaves the
+  checkpoint lacks (a frozen expert) take the seeded init, the same for every fold."""
+  _, loaded = hf.from_pretrained(cfg.model.llm_path, param_dtype=state_lib.dtype(cfg.model.param_dtype),
+                                 rules=sharding.rules(cfg), added_tokens=model.config.llm.added_tokens,
+                                 scan_layers=cfg.model.scan_layers)
+  loaded = {("llm",) + k: v for k, v in traverse_util.flatten_dict(loaded).items()}
+  shapes = jax.eval_shape(lambda rng: nn.meta.unbox(model.init(rng, sample_batch)["params"]), jax.random.key(0))
+  train, frozen = optimizer_lib.split_trainable(shapes, tuple(cfg.optim.frozen))
+  unloaded = [k for k in frozen if k not in loaded]
+  seeded = {}
+  if unloaded:
+    def init(rng):
+      flat = traverse_util.flatten_dict(nn.meta.unbox(model.init(rng, sample_batch)["params"]))
+      return {"/".join(k): flat[k] for k in unloaded}
+    seeded = {tuple(k.split("/")): v for k, v in jax.jit(init)(jax.random.key(cfg.seed)).items()}
+  base = traverse_util.unflatten_dict({k: loaded[k] if k in loaded else seeded[k] for k in frozen})
+  return base, {k: v for k, v in loaded.items() if k in train}
+
+
 def deft(cfg, tokenizer, sample: dict, smoothing: float = 0.0) -> Spec:
-  """DEFT as configured (experts -> projectors -> LLM + LoRA) with its hybrid loss."""
+  """DEFT as configured (experts -> projectors -> LLM + LoRA) with its hybrid loss; with
+  model.llm_path, over the checkpoint's frozen base (pretrained_base)."""
   model = state_lib.make_model(cfg, tokenizer)
   weights = dict(cfg.loss)
+  sample_batch = deft_batch(jax.tree.map(lambda x: x[:1], sample), False)
+  base, start = pretrained_base(cfg, model, sample_batch) if cfg.model.llm_path else (None, None)
 
   def init(rng):
-    return {"params": nn.meta.unbox(model.init(rng, deft_batch(jax.tree.map(lambda x: x[:1], sample), False))["params"])}
+    return {"params": nn.meta.unbox(model.init(rng, sample_batch)["params"])}
 
   def loss(variables, batch, rng):
     b = deft_batch(batch, False)
@@ -88,4 +129,4 @@ def deft(cfg, tokenizer, sample: dict, smoothing: float = 0.0) -> Spec:
   def logits(variables, batch):
     return model.apply(variables, deft_batch(batch, True))["emotion_logits"]
 
-  return Spec("deft", init, loss, logits, tuple(cfg.optim.frozen))
+  return Spec("deft", init, loss, logits, tuple(cfg.optim.frozen), base, start)

@@ -16,6 +16,7 @@ choose settings without a test clip ever being looked at.
 """
 
 import dataclasses
+import functools
 import math
 import os
 
@@ -23,9 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from deft_jax import cpu
+from deft_jax.train import fold_models
 
 MODES = ("test", "validation")
 BALANCE = ("sample", "none")
@@ -211,10 +214,11 @@ class Schedule:
 
 
 def make_epoch(spec, tx, augment: Augment, schedule: Schedule):
-  """epoch(variables, opt_state, data, weights, idx, key) for ONE fold -> (variables, opt_state,
-  mean loss, scored logits (M, C)); the fold program vmaps it."""
+  """epoch(variables, opt_state, data, weights, idx, key, base) for ONE fold -> (variables,
+  opt_state, mean loss, scored logits (M, C)); the fold program vmaps it. `base` is the shared
+  frozen tree (Spec.base), read by every step and never differentiated."""
 
-  def step(carry, key):
+  def step(carry, key, base):
     variables, opt_state, data, weights = carry
     k_idx, k_aug, k_drop = jax.random.split(key, 3)
     n = weights.shape[0]
@@ -222,22 +226,39 @@ def make_epoch(spec, tx, augment: Augment, schedule: Schedule):
     batch = augment(jax.tree.map(lambda x: x[rows], data), k_aug)
 
     def loss_fn(params):
-      return spec.loss({**variables, "params": params}, batch, k_drop)
+      return spec.loss({**variables, "params": fold_models.with_base(params, base)}, batch, k_drop)
 
     (loss, (_, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
     updates, opt_state = tx.update(grads, opt_state, variables["params"])
     variables = {**variables, **updated, "params": optax.apply_updates(variables["params"], updates)}
     return (variables, opt_state, data, weights), loss
 
-  def epoch(variables, opt_state, data, weights, idx, key):
+  def epoch(variables, opt_state, data, weights, idx, key, base=None):
     keys = jax.random.split(key, schedule.steps_per_epoch)
-    (variables, opt_state, _, _), loss = jax.lax.scan(step, (variables, opt_state, data, weights), keys)
+    (variables, opt_state, _, _), loss = jax.lax.scan(functools.partial(step, base=base),
+                                                      (variables, opt_state, data, weights), keys)
     scored = jax.tree.map(lambda x: x[idx], data)
     views = scoring_views(scored, schedule.test_flip, schedule.test_shift)
-    logits = sum(spec.logits(variables, v) for v in views) / len(views)
+    whole = {**variables, "params": fold_models.with_base(variables["params"], base)}
+    logits = sum(spec.logits(whole, v) for v in views) / len(views)
     return variables, opt_state, loss.mean(), logits.astype(jnp.float32)
 
   return epoch
+
+
+def init_folds(spec, tx):
+  """init(keys (F,), start) -> (variables, opt_state) of F folds: each fold's seeded init less
+  the shared base's leaves, with `start` ({path: array}, Spec.start) put in every fold."""
+  shared = set(traverse_util.flatten_dict(spec.base or {}))
+
+  def init(keys, start):
+    variables = jax.vmap(spec.init)(jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys))
+    params = {k: v for k, v in traverse_util.flatten_dict(variables["params"]).items() if k not in shared}
+    params.update({k: jnp.broadcast_to(v, (len(keys),) + v.shape).astype(params[k].dtype) for k, v in start.items()})
+    variables = {**variables, "params": traverse_util.unflatten_dict(params)}
+    return variables, jax.vmap(tx.init)(variables["params"])
+
+  return init
 
 
 def train_folds(spec, tx, data: dict, weights: np.ndarray, idx: np.ndarray, schedule: Schedule,
@@ -246,7 +267,8 @@ def train_folds(spec, tx, data: dict, weights: np.ndarray, idx: np.ndarray, sche
   logits of each fold's `idx` (F, M) clips after every epoch and the (E, F) mean train loss.
 
   The fold axis is padded to a multiple of the mesh's devices (copies of fold 0, dropped
-  after) and sharded over them; `data` is replicated. Fold f's random draws depend only on
+  after) and sharded over them; `data` and the spec's frozen `base` are replicated, and each
+  fold's params and optimizer state hold only what trains. Fold f's random draws depend only on
   (seed, fold_ids[f]) (default f), so a fold's model is the same whether trained here beside
   the others or alone.
   """
@@ -258,20 +280,18 @@ def train_folds(spec, tx, data: dict, weights: np.ndarray, idx: np.ndarray, sche
   folds, replicated = NamedSharding(mesh, P("folds")), NamedSharding(mesh, P())
   fold_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.asarray(fold_ids))
 
-  def init(keys):
-    variables = jax.vmap(spec.init)(jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys))
-    return variables, jax.vmap(tx.init)(variables["params"])
-
-  variables, opt_state = jax.jit(init, out_shardings=folds)(jax.device_put(fold_keys, folds))
+  start = jax.device_put(dict(spec.start or {}), replicated)
+  base = jax.device_put(spec.base or {}, replicated)
+  variables, opt_state = jax.jit(init_folds(spec, tx), out_shardings=folds)(jax.device_put(fold_keys, folds), start)
   data = jax.device_put(data, replicated)
   weights, idx = jax.device_put(jnp.asarray(weights), folds), jax.device_put(jnp.asarray(idx), folds)
-  epoch = jax.jit(jax.vmap(make_epoch(spec, tx, augment, schedule), in_axes=(0, 0, None, 0, 0, 0)),
-                  in_shardings=(folds, folds, replicated, folds, folds, folds),
+  epoch = jax.jit(jax.vmap(make_epoch(spec, tx, augment, schedule), in_axes=(0, 0, None, 0, 0, 0, None)),
+                  in_shardings=(folds, folds, replicated, folds, folds, folds, replicated),
                   out_shardings=(folds, folds, folds, folds), donate_argnums=(0, 1))
   logits, losses = [], []
   for e in range(schedule.epochs):
     keys = jax.device_put(jax.vmap(lambda k: jax.random.fold_in(k, e + 1))(fold_keys), folds)
-    variables, opt_state, loss, out = epoch(variables, opt_state, data, weights, idx, keys)
+    variables, opt_state, loss, out = epoch(variables, opt_state, data, weights, idx, keys, base)
     logits.append(np.asarray(out)[:f])
     losses.append(np.asarray(loss)[:f])
     if on_epoch:

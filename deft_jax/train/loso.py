@@ -22,7 +22,7 @@ import optax
 from deft_jax.data import build, selection
 from deft_jax.eval import fold_scores, log as log_lib
 from deft_jax.facs import emotions
-from deft_jax.train import fold_data, fold_models, folds as folds_lib, optimizer as optimizer_lib
+from deft_jax.train import fold_data, fold_models, folds as folds_lib, init_from, optimizer as optimizer_lib
 
 
 def source_of(cfg, builder):
@@ -112,6 +112,8 @@ def summarise(cfg, out: dict, clips, plan) -> dict:
       "steps": int(probs.shape[0] * out["steps_per_epoch"]), "train_seconds": round(out["seconds"], 1),
       "settings": out["settings"], "seed": cfg.seed,
   }
+  if out["name"] == "deft" and cfg.model.llm_path:  # the pretrained base every fold read
+    result["llm_base"] = init_from.base_fingerprint(cfg)
   if validation:
     result["validation_curve"] = fold_scores.curve(probs, idx, mask, clips.label, len(classes))
   else:
