@@ -11,6 +11,7 @@ import re
 
 import jax
 import numpy as np
+import optax
 import pytest
 from flax import traverse_util
 
@@ -18,7 +19,7 @@ import test_composite_builder as fake
 from test_smollm2 import _tiny_full_vocab_checkpoint, smollm2_tokenizer_dir  # noqa: F401 (a fixture)
 from deft_jax import cli
 from deft_jax.data import build, tokenizer as tokenizer_lib
-from deft_jax.train import fold_data, fold_models, folds, loso
+from deft_jax.train import fold_data, fold_models, folds, loso, trainer
 
 pytestmark = pytest.mark.slow  # builds the fake composite and trains folds: a minute on 2 cores
 
@@ -115,3 +116,52 @@ def test_smollm2_variant_freezes_the_base_but_lora_and_grown_rows(monkeypatch, t
   assert not frozen("motion/stem/conv0/kernel")
   default = cli.load_config(["--config", "configs/composite_flow.py"])
   assert cfg.folds.epochs == default.folds.epochs and cfg.folds.num_folds == default.folds.num_folds == 0
+
+
+def test_flow_like_the_distributed_composite():
+  """Another corpus's flow in the composite's form: resized, each clip's u, v min-max to [-1, 1]
+  and strain to [0, 1] (what STSTNet's per-clip 0..255 PNGs hold, as megc2019_composite reads them)."""
+  rng = np.random.default_rng(5)
+  flow = rng.normal(size=(3, 8, 8, 3)).astype(np.float32) * np.array([2.0, 0.5, 0.1], np.float32)
+  out = fold_data.like_composite(flow, 8)
+  low, high = flow.min((1, 2), keepdims=True), flow.max((1, 2), keepdims=True)
+  unit = (flow - low) / (high - low)
+  np.testing.assert_allclose(out[..., :2], 2 * unit[..., :2] - 1, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out[..., 2], unit[..., 2], rtol=1e-5, atol=1e-6)
+  small = fold_data.like_composite(flow, 4)
+  assert small.shape == (3, 4, 4, 3)
+  np.testing.assert_allclose(small.min((1, 2)), [[-1, -1, 0]] * 3, atol=1e-6)
+  np.testing.assert_allclose(small.max((1, 2)), [[1, 1, 1]] * 3, atol=1e-6)
+
+
+def test_every_fold_starts_from_the_model_pretrained_on_another_corpus(layout, tmp_path):
+  """folds.pretrain: one model trained on synthetic_me's clips (flow in the composite's form);
+  its params are where every fold starts (a fold that never updates scores as it does)."""
+  manual, tfds_dir, _ = layout
+  cfg = cli.load_config(["--config", "configs/composite_flow.py:tiny", f"--config.data.manual_dir={manual}",
+                         f"--config.data.data_dir={tfds_dir}", "--config.data.name=megc2019_composite/f56",
+                         "--config.folds.pretrain.data=synthetic_me/tiny", "--config.folds.pretrain.epochs=1"])
+  tok = trainer.load_tokenizer(cfg, str(tmp_path))
+  source = loso.source_of(cfg, build.prepare(cfg.data.name, cfg.data.data_dir, cfg.data.manual_dir))
+  clips = fold_data.load(source, cfg.data.scheme, tok, cfg.data.max_text_len)
+  corpus = build.prepare("synthetic_me/tiny", tfds_dir)
+  other = fold_data.load(corpus.as_data_source(split="train+test"), cfg.data.scheme, tok, cfg.data.max_text_len,
+                         composite_size=28)
+  assert other.arrays["flow"].shape[1:] == (28, 28, 3) and other.arrays["flow"].max() == pytest.approx(1.0)
+  data = {k: v for k, v in clips.arrays.items() if k != "face"}
+  spec = fold_models.deft(cfg, tok, data)
+  settings = loso.model_settings(cfg, "deft")
+  lines = []
+  start = loso.pretrained(cfg, spec, other, data, settings, folds.fold_mesh(), lines.append)
+  assert [line.split(":")[0] for line in lines] == ["pretrain on synthetic_me/tiny"]
+  init = traverse_util.flatten_dict(spec.init(jax.random.key(0))["params"])
+  assert set(start) == set(init) and not np.allclose(start[("emotion_head", "kernel")],
+                                                     init[("emotion_head", "kernel")])
+  plan = folds.plan(clips.subject, num_folds=2)
+  idx, _ = folds.scored_indices(plan.scored)
+  logits, _ = folds.train_folds(dataclasses.replace(spec, start=start), optax.set_to_zero(), data,
+                                folds.sampling_weights(plan.train, clips.label, "none"), idx,
+                                folds.Schedule(4, 1, 1), folds.Augment(), seed=0)
+  expected = jax.jit(spec.logits)({"params": traverse_util.unflatten_dict(start)},
+                                  jax.tree.map(lambda x: x[idx[0]], data))
+  np.testing.assert_allclose(logits[0, 0], expected, rtol=1e-4, atol=1e-4)

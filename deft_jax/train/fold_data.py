@@ -54,6 +54,18 @@ def centred(flow: np.ndarray) -> np.ndarray:
   return out
 
 
+def like_composite(flow: np.ndarray, size: int) -> np.ndarray:
+  """Flow in the distributed composite's form: resized to `size` px, then each clip's u, v
+  min-max mapped to [-1, 1] and its strain to [0, 1] (STSTNet's per-clip 0..255 PNGs, as
+  megc2019_composite reads them), so another corpus can be trained on beside it."""
+  if flow.shape[1] != size:
+    flow = np.asarray(jax.image.resize(jnp.asarray(flow), (len(flow), size, size, flow.shape[-1]), "linear",
+                                       antialias=True))
+  low, high = flow.min(axis=(1, 2), keepdims=True), flow.max(axis=(1, 2), keepdims=True)
+  unit = (flow - low) / np.maximum(high - low, 1e-12)
+  return np.concatenate([2 * unit[..., :2] - 1, unit[..., 2:]], -1).astype(np.float32)
+
+
 # How a prompt names a clip's corpus (the `source` field); other sources are named as stored.
 CORPUS_NAMES = {"casme2": "CASME II", "samm": "SAMM", "smic": "SMIC-HS"}
 
@@ -67,14 +79,16 @@ def instruction(source: str, name_corpus: bool) -> str:
 
 
 def load(source, scheme: str, tokenizer=None, max_text_len: int = 0, face_size: int = 0,
-         geometry: str = "canonical", centre_flow: bool = False, name_corpus: bool = False) -> Clips:
+         geometry: str = "canonical", centre_flow: bool = False, name_corpus: bool = False,
+         composite_size: int = 0) -> Clips:
   """The labelled clips of `source` (a TFDS data source): flow (N, S, S, 3) = (u, v, strain),
   face (N, face_size, face_size, 3) uint8 (the apex frame; 0: as stored), labels and, with a
   tokenizer, the training text (instruction + answer) and the evaluation text (instruction).
   `geometry` (data/face_geometry.py) places the regions by each clip's landmarks, or aligns the
   flow and face by them; then `region_boxes` (N, R, 4) is one of the arrays. `centre_flow`
   moves each clip's still skin to zero motion (centred()); `name_corpus` starts each prompt
-  with the clip's corpus (instruction())."""
+  with the clip's corpus (instruction()); `composite_size` puts the flow in the composite's form
+  at that size (like_composite())."""
   records = [source[i] for i in range(len(source))]
   records = [r for r in records if pipeline.record_label(r, scheme) >= 0]
   if not records:
@@ -84,6 +98,8 @@ def load(source, scheme: str, tokenizer=None, max_text_len: int = 0, face_size: 
   if face_size and face.shape[1] != face_size:
     face = np.asarray(jax.image.resize(jnp.asarray(face, jnp.float32), (len(face), face_size, face_size, 3),
                                        "linear", antialias=True).round().clip(0, 255), np.uint8)
+  if composite_size:
+    flow = like_composite(flow, composite_size)
   if centre_flow:
     flow = centred(flow)
   names = [pipeline.as_text(r["clip_id"]) for r in records]

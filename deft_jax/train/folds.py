@@ -262,9 +262,10 @@ def init_folds(spec, tx):
 
 
 def train_folds(spec, tx, data: dict, weights: np.ndarray, idx: np.ndarray, schedule: Schedule,
-                augment: Augment, seed: int, mesh=None, fold_ids=None, on_epoch=None):
+                augment: Augment, seed: int, mesh=None, fold_ids=None, on_epoch=None, keep_params=False):
   """Trains one model per row of `weights` (F, N) in one program; returns the (E, F, M, C)
-  logits of each fold's `idx` (F, M) clips after every epoch and the (E, F) mean train loss.
+  logits of each fold's `idx` (F, M) clips after every epoch and the (E, F) mean train loss
+  (and with `keep_params`, the trained params: host arrays (F, ...) by path tuple).
 
   The fold axis is padded to a multiple of the mesh's devices (copies of fold 0, dropped
   after) and sharded over them; `data` and the spec's frozen `base` are replicated, and each
@@ -296,6 +297,9 @@ def train_folds(spec, tx, data: dict, weights: np.ndarray, idx: np.ndarray, sche
     losses.append(np.asarray(loss)[:f])
     if on_epoch:
       on_epoch(e, losses[-1])
+  if keep_params:
+    params = {k: np.asarray(v)[:f] for k, v in traverse_util.flatten_dict(variables["params"]).items()}
+    return np.stack(logits), np.stack(losses), params
   return np.stack(logits), np.stack(losses)
 
 

@@ -12,6 +12,7 @@ In folds.mode "validation" no test clip is scored: the scores are nested-validat
 results.json says so (`protocol`), with the pooled validation curve over epochs.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -42,7 +43,7 @@ def model_settings(cfg, name: str) -> dict:
     return dict(epochs=f.epochs, batch_size=f.batch_size, learning_rate=cfg.optim.learning_rate,
                 weight_decay=cfg.optim.weight_decay, warmup_epochs=f.warmup_epochs, ensemble=f.ensemble,
                 smoothing=f.label_smoothing, test_flip=f.test_flip, test_shift=f.test_shift,
-                average_epochs=f.average_epochs)
+                average_epochs=f.average_epochs, pretrain=dict(f.pretrain))
   if name not in cfg.peers:
     raise ValueError(f"folds.models: {name!r} is not a model; known: {fold_models.MODELS}")
   return dict(cfg.peers[name])
@@ -60,13 +61,39 @@ def optimizer(settings: dict, total_steps: int, warmup_steps: int, frozen=()):
                                lambda params: optimizer_lib.param_labels(params, tuple(frozen)))
 
 
-def run_model(cfg, name: str, clips, plan, tokenizer, mesh, log=lambda line: print(line, flush=True)) -> dict:
-  """Trains `name` on every fold of `plan`; returns its scores and per-epoch probabilities."""
+def pretrained(cfg, spec, clips, keys, settings: dict, mesh, log) -> dict:
+  """Every trainable param after `folds.pretrain.epochs` of one model on `clips` (another
+  corpus, e.g. synthetic_me/megc2019: no subject of the target's folds), by path tuple."""
+  p = cfg.folds.pretrain
+  data = {k: clips.arrays[k] for k in keys}
+  every = np.ones((1, len(clips)), bool)
+  steps = folds_lib.steps_per_epoch(every, settings["batch_size"])
+  tx = optimizer(settings, steps * p.epochs, steps * p.warmup_epochs, spec.frozen)
+  start = time.time()
+  _, _, params = folds_lib.train_folds(
+      spec, tx, data, folds_lib.sampling_weights(every, clips.label, cfg.folds.balance),
+      np.arange(min(8, len(clips)), dtype=np.int32)[None], folds_lib.Schedule(settings["batch_size"], steps, p.epochs),
+      folds_lib.Augment(**cfg.folds.augment), cfg.seed, mesh, fold_ids=[PRETRAIN_FOLD], keep_params=True,
+      on_epoch=lambda e, loss: log(f"pretrain on {p.data}: epoch {e + 1}/{p.epochs} loss {loss.mean():.4f} "
+                                   f"({time.time() - start:.0f} s)"))
+  return {k: v[0] for k, v in params.items()}
+
+
+PRETRAIN_FOLD = 1 << 20  # the pretraining model's random stream: no fold's
+
+
+def run_model(cfg, name: str, clips, plan, tokenizer, mesh, pretrain_clips=None,
+              log=lambda line: print(line, flush=True)) -> dict:
+  """Trains `name` on every fold of `plan` (DEFT's folds starting from a model trained on
+  `pretrain_clips` when given); returns its scores and per-epoch probabilities."""
   settings = model_settings(cfg, name)
   classes = emotions.SCHEMES[cfg.data.scheme]
   data = {k: v for k, v in clips.arrays.items() if k != "face" or (name == "deft" and cfg.model.structure.enabled)}
   if name == "deft":
     spec = fold_models.deft(cfg, tokenizer, data, settings["smoothing"])
+    if pretrain_clips is not None:
+      spec = dataclasses.replace(spec, start={**(spec.start or {}),
+                                              **pretrained(cfg, spec, pretrain_clips, data, settings, mesh, log)})
   else:
     data = {k: data[k] for k in ("flow", "label")}
     spec = fold_models.peer(name, len(classes), data, settings.get("smoothing", 0.0))
@@ -171,12 +198,17 @@ def run(cfg, workdir: str, builder=None) -> dict:
                          cfg.folds.face_geometry, cfg.folds.centre_flow, cfg.folds.name_corpus)
   plan = folds_lib.plan(clips.subject, cfg.folds.mode, cfg.folds.num_folds, cfg.folds.val_groups, cfg.seed,
                         tuple(cfg.folds.subjects))
+  pretrain_clips = None
+  if "deft" in models and cfg.folds.pretrain.epochs:
+    corpus = build.prepare(cfg.folds.pretrain.data, selection.data_dir(cfg), None)
+    pretrain_clips = fold_data.load(corpus.as_data_source(split=cfg.folds.pretrain.split), cfg.data.scheme, tokenizer,
+                                    cfg.data.max_text_len, face_size, composite_size=clips.arrays["flow"].shape[1])
   mesh = folds_lib.fold_mesh()
   print(f"{cfg.data.name}: {len(clips)} clips, {plan.num_folds} folds ({plan.mode}), models {', '.join(models)}, "
         f"{mesh.size} device(s)", flush=True)
   results = []
   for i, name in enumerate(models):
-    out = run_model(cfg, name, clips, plan, tokenizer, mesh)
+    out = run_model(cfg, name, clips, plan, tokenizer, mesh, pretrain_clips if name == "deft" else None)
     result, rows = summarise(cfg, out, clips, plan)
     write_model(workdir if i == 0 else os.path.join(workdir, "peers", name), cfg, out, result, rows, clips)
     results.append(result)
