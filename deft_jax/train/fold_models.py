@@ -7,8 +7,9 @@ vmaps them over folds.
 
 A pretrained LLM (model.llm_path) is the one part no fold should copy: its frozen leaves are the
 Spec's `base`, one tree that every fold reads and none trains, while each fold's parameters hold
-only what trains (LoRA, grown rows, experts, projectors, heads), starting from `start` where the
-checkpoint has them (the grown rows' mean-row init).
+only what trains (LoRA, grown rows, experts, projectors, heads). Every fold starts from `start`
+where it is given: the checkpoint's grown rows (at the mean row), or a model trained first on
+another corpus (folds.pretrain, train/loso.py).
 """
 
 import dataclasses
@@ -18,7 +19,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-
 from flax import traverse_util
 
 from deft_jax.models import hf
@@ -37,7 +37,7 @@ class Spec:
   logits: Callable
   frozen: tuple[str, ...] = ()  # param path regexes the optimizer keeps fixed
   base: Any = None  # frozen params shared by every fold (nested dict), outside the fold axis
-  start: Any = None  # {path tuple: array}: trainable leaves every fold starts from instead of init
+  start: Any = None  # {path tuple: array}: trainable leaves every fold starts from instead of its init
 
 
 def with_base(params, base) -> dict:
