@@ -61,11 +61,12 @@ def optimizer(settings: dict, total_steps: int, warmup_steps: int, frozen=()):
                                lambda params: optimizer_lib.param_labels(params, tuple(frozen)))
 
 
-def pretrained(cfg, spec, clips, keys, settings: dict, mesh, log) -> dict:
+def pretrained(cfg, spec, clips, fields, settings: dict, mesh, log) -> dict:
   """Every trainable param after `folds.pretrain.epochs` of one model on `clips` (another
-  corpus, e.g. synthetic_me/megc2019: no subject of the target's folds), by path tuple."""
+  corpus, e.g. synthetic_me/megc2019: no subject of the target's folds), by path tuple; the
+  model reads the same batch `fields` as the folds' and keeps their schedule settings."""
   p = cfg.folds.pretrain
-  data = {k: clips.arrays[k] for k in keys}
+  data = {k: clips.arrays[k] for k in fields}
   every = np.ones((1, len(clips)), bool)
   steps = folds_lib.steps_per_epoch(every, settings["batch_size"])
   tx = optimizer(settings, steps * p.epochs, steps * p.warmup_epochs, spec.frozen)
