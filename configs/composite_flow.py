@@ -9,7 +9,7 @@ UAR over the 442 clips, per dataset, the optimistic HTNet-protocol score beside 
 DIR/predictions.csv, DIR/peers/<model>/, DIR/summary.md and DIR/report/.
 
 Every setting here was chosen by nested validation on training subjects only
-(configs/composite_search.py: eleven rounds of points, each fixed before it ran, scored with
+(configs/composite_search.py: twelve rounds of points, each fixed before it ran, scored with
 folds.mode="validation", where each outer fold also holds out a group of its training subjects
 and scores them; no test clip is looked at). docs/RESULTS.md has the search's table. Choose new
 settings the same way, never on test scores.
