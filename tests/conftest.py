@@ -46,12 +46,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
       if "accelerator" in item.keywords:
         item.add_marker(skip)
-  # Files with slow tests run first, each file's tests together and in their order: pytest-xdist
-  # hands each worker a run of the list and steals from the ends of the queues, so the workers
-  # start on the minutes-long jobs and finish on quick tests, and none waits idle while the
-  # other runs a long job last.
-  slow = {item.path for item in items if "slow" in item.keywords}
-  items.sort(key=lambda item: item.path not in slow)
 
 
 @pytest.fixture(scope="session")

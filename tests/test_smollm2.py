@@ -8,7 +8,6 @@ tests fail, they do not skip.
 
 import json
 import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +18,6 @@ import torch
 import transformers
 from flax import traverse_util
 
-import train_runs
 from deft_jax import cli
 from deft_jax.data import pipeline, tokenizer as tokenizer_lib
 from deft_jax.models import gguf, hf, llm as llm_lib, lora as lora_lib
@@ -31,25 +29,19 @@ SMOLLM2 = dict(model_type="llama", vocab_size=49152, hidden_size=576, intermedia
 
 @pytest.fixture(scope="module")
 def smollm2_dir(tmp_path_factory):
-  """The GGUF converted once per session by `deft-jax convert-llm` (whichever xdist worker asks
-  first; the others read it)."""
-  out = pathlib.Path(train_runs.session_dir(tmp_path_factory, "smollm2")) / "hf"
-  with train_runs.exclusive(str(out)):
-    if not (out / "config.json").exists():
-      assert cli.main(["convert-llm", gguf.smollm2_gguf(), str(out)]) == 0
+  """The GGUF converted once per module by `deft-jax convert-llm`."""
+  out = tmp_path_factory.mktemp("smollm2") / "hf"
+  assert cli.main(["convert-llm", gguf.smollm2_gguf(), str(out)]) == 0
   return out
 
 
 @pytest.fixture(scope="module")
 def smollm2_tokenizer_dir(tmp_path_factory):
-  """SmolLM2's own tokenizer (49152 ids, every row of the table used; ChatML template), saved
-  once per session."""
-  out = pathlib.Path(train_runs.session_dir(tmp_path_factory, "smollm2")) / "tokenizer"
-  with train_runs.exclusive(str(out)):
-    if not (out / "tokenizer_config.json").exists():
-      path = gguf.smollm2_gguf()
-      tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
-      tok.save_pretrained(out)
+  """SmolLM2's own tokenizer (49152 ids, every row of the table used; ChatML template)."""
+  path = gguf.smollm2_gguf()
+  tok = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+  out = tmp_path_factory.mktemp("smollm2_tok")
+  tok.save_pretrained(out)
   return out
 
 
@@ -188,7 +180,7 @@ def test_marker_tokens_grow_a_full_tied_vocabulary_and_only_they_train(tied_job)
   _check_grown_rows_train_alone(tied_job, {"llm/embed_tokens/added_embedding"})
 
 
-@pytest.mark.slow  # a second compile of the whole job (about 20 s on 2 busy cores)
+@pytest.mark.slow  # a second compile of the whole job (about 40 s on 2 busy cores)
 def test_an_untied_head_grows_too(tmp_path, smollm2_tokenizer_dir, synthetic_tiny):
   llm_path = _tiny_full_vocab_checkpoint(tmp_path / "llm", smollm2_tokenizer_dir, False)
   job = _train(llm_path, synthetic_tiny, 5)
