@@ -70,14 +70,13 @@ def test_checkpoint_restores_onto_another_mesh(setup, tmp_path):
   mngr.wait_until_finished()
 
   other = sharding.make_mesh({"data": 1, "fsdp": 4, "tensor": 2})
-  # The restore target on the other mesh: the shapes and shardings create_state would give
-  # (state_lib.abstract_state, which it calls), without initialising a state there.
-  abstract, _, _ = state_lib.abstract_state(cfg, model, other, 10)
+  fresh, other_shardings = state_lib.create_state(cfg, model, other, 10, jax.random.key(2))
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), fresh, other_shardings)
   it2 = iter(grain.MapDataset.range(40).to_iter_dataset())
-  restored = checkpoint.restore(mngr, 5, state_lib.checkpointed(abstract), it2)
+  restored = fresh.replace(**checkpoint.restore(mngr, 5, state_lib.checkpointed(abstract), it2))
   for k, v in _flat(state.params).items():
-    np.testing.assert_array_equal(v, _flat(restored["params"])[k])
-  q = restored["params"]["llm"]["layers"]["self_attn"]["q_proj"]["lora_a"]
+    np.testing.assert_array_equal(v, _flat(restored.params)[k])
+  q = restored.params["llm"]["layers"]["self_attn"]["q_proj"]["lora_a"]
   assert q.sharding.mesh.shape == other.shape
   assert next(it2) == 1  # the data iterator resumes where it was saved
 
