@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 import pytest
 
-import train_runs
 from deft_jax import cli
 from deft_jax.data import synthetic
 from deft_jax.eval import restore, score
@@ -29,19 +28,20 @@ SIZE = 96  # the video's frames; the tiny model reads 64 px, so crops are resize
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, synthetic_tiny):
-  """The tiny job trained with answers to every test clip (shared with test_train)."""
-  return train_runs.trained_tiny(tmp_path_factory, synthetic_tiny)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(synthetic_tiny.data_dir)))
+  wd = tmp_path_factory.mktemp("trained") / "w"
+  assert cli.main(["train", "--config", "configs/synthetic.py:tiny", "--workdir", str(wd),
+                   f"--config.data.data_dir={root}", "--config.train.generate_examples=-1"]) == 0
+  return wd
 
 
 def test_a_workdir_saved_before_scanned_layers_still_loads(tmp_path, synthetic_tiny):
-  """A model trained before model.scan_layers existed (layers unrolled, remat a bool) restores.
-
-  The LLM's layers are what changed; the motion expert alone feeds it (train_runs.ONE_EXPERT)."""
+  """A model trained before model.scan_layers existed (layers unrolled, remat a bool) restores."""
   root = os.path.dirname(os.path.dirname(os.path.dirname(synthetic_tiny.data_dir)))
   wd = tmp_path / "old"
   assert cli.main(["train", "--config", "configs/synthetic.py:tiny", "--workdir", str(wd), f"--config.data.data_dir={root}",
                    "--config.train.steps=2", "--config.train.generate_examples=0",
-                   "--config.model.scan_layers=False", *train_runs.ONE_EXPERT]) == 0
+                   "--config.model.scan_layers=False"]) == 0
   saved = [os.path.join(d, f) for d, _, files in os.walk(wd / "checkpoints") for f in files
            if os.path.basename(d) == "config" and f == "metadata"]
   assert saved

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-import train_runs
 from deft_jax import cli
 from deft_jax.data import pipeline, tokenizer as tokenizer_lib
 from deft_jax.train import checkpoint, sharding, state as state_lib, trainer
@@ -81,14 +80,11 @@ def test_checkpoint_restores_onto_another_mesh(setup, tmp_path):
   assert next(it2) == 1  # the data iterator resumes where it was saved
 
 
-def test_tiny_job_end_to_end_and_resume(tmp_path_factory, tmp_path, synthetic_tiny, capsys):
+def test_tiny_job_end_to_end_and_resume(tmp_path, synthetic_tiny, capsys):
   data_dir = os.path.dirname(os.path.dirname(os.path.dirname(synthetic_tiny.data_dir)))
   args = ["train", "--config", "configs/synthetic.py:tiny", "--workdir", str(tmp_path / "w"),
           f"--config.data.data_dir={data_dir}"]
-  # The tiny job as it is, trained once for this test and test_predict's (which also asks for
-  # every test clip's answer: train.generate_examples=-1); resumed here in a copy.
-  shutil.copytree(train_runs.trained_tiny(tmp_path_factory, synthetic_tiny), tmp_path / "w",
-                  ignore=shutil.ignore_patterns("report"))
+  assert cli.main(args) == 0
   results = json.loads((tmp_path / "w" / "results.json").read_text())
   for key in ("uf1", "uar", "accuracy", "num_test_clips", "train_seconds", "examples"):
     assert key in results

@@ -1,59 +1,35 @@
-"""Helpers for the tests that run `deft-jax train` in subprocesses (resume, multi-host, sweep),
-and the runs that several test files read (built once per session, whichever xdist worker asks first).
+"""Helpers for the tests that run `deft-jax train` in subprocesses (resume, multi-host, sweep).
 
 Every such run uses the same tiny job (RUN_OVERRIDES) and the session's persistent compilation
 cache (tests/conftest.py), so only the first run of each device layout compiles.
 """
 
-import contextlib
-import fcntl
 import json
 import os
-import pathlib
 import shutil
 import socket
 import subprocess
 import sys
 
-from deft_jax import cli
 from deft_jax.data import tokenizer as tokenizer_lib
 
 STEPS = 8
-# The motion expert alone feeds the LLM: what these runs check (restarts, checkpoints, two processes
-# against one, the sweep's table) goes through the same code with any set of experts, and each
-# expert left out is less to compile and run in every process.
-ONE_EXPERT = ("--config.model.structure.enabled=False", "--config.model.texture.enabled=False")
 RUN_OVERRIDES = (f"--config.train.steps={STEPS}", "--config.train.log_every=1", "--config.train.checkpoint_every=2",
-                 "--config.train.generate_examples=0", *ONE_EXPERT)
+                 "--config.train.generate_examples=0")
 
 
 def session_dir(tmp_path_factory, name: str) -> str:
-  """A folder shared by every test of the session, across its xdist workers (created on first use)."""
-  base = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):
-    base = base.parent  # each worker's folder is popen-gwN under the session's own
-  path = base / name
+  """A folder shared by every test of the session (created on first use)."""
+  path = tmp_path_factory.getbasetemp() / name
   path.mkdir(exist_ok=True)
   return str(path)
-
-
-@contextlib.contextmanager
-def exclusive(path: str):
-  """Holds PATH.lock: the first worker to come builds what is at `path`, the others wait for it."""
-  with open(f"{path}.lock", "w") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def tokenizer(tmp_path_factory, vocab: int = 1024) -> str:
   """One trained tokenizer for every run, so runs do not train their own."""
   path = os.path.join(session_dir(tmp_path_factory, "runs"), "tokenizer")
-  with exclusive(path):
-    if not os.path.isdir(path):
-      tokenizer_lib.train_tokenizer(path, vocab)
+  if not os.path.isdir(path):
+    tokenizer_lib.train_tokenizer(path, vocab)
   return path
 
 
@@ -104,23 +80,9 @@ def free_port() -> int:
 def reference(tmp_path_factory, synthetic_tiny) -> list[dict]:
   """Metrics of the uninterrupted one-process job on 8 devices (run once per session)."""
   workdir = os.path.join(session_dir(tmp_path_factory, "runs"), "reference")
-  with exclusive(workdir):
-    if not os.path.exists(os.path.join(workdir, "results.json")):
-      shutil.rmtree(workdir, ignore_errors=True)
-      check(run(train_command(workdir, synthetic_tiny, tokenizer(tmp_path_factory)), env(tmp_path_factory)))
+  if not os.path.exists(os.path.join(workdir, "results.json")):
+    shutil.rmtree(workdir, ignore_errors=True)
+    check(run(train_command(workdir, synthetic_tiny, tokenizer(tmp_path_factory)), env(tmp_path_factory)))
   logged = metrics(workdir)
   assert [m["step"] for m in logged] == list(range(1, STEPS + 1))
   return logged
-
-
-def trained_tiny(tmp_path_factory, synthetic_tiny):
-  """A workdir of configs/synthetic.py:tiny as it is (4 steps), its answers generated for every
-  test clip, trained in-process once per session. test_train and test_predict read it; a test
-  that changes it works on a copy."""
-  workdir = pathlib.Path(session_dir(tmp_path_factory, "runs")) / "tiny"
-  with exclusive(str(workdir)):
-    if not (workdir / "results.json").exists():
-      shutil.rmtree(workdir, ignore_errors=True)
-      assert cli.main(["train", "--config", "configs/synthetic.py:tiny", "--workdir", str(workdir),
-                       f"--config.data.data_dir={data_root(synthetic_tiny)}", "--config.train.generate_examples=-1"]) == 0
-  return workdir
