@@ -119,8 +119,6 @@ def _smollm2_job(llm_path, synthetic_tiny):
   cfg = cli.load_config(["--config", "configs/synthetic.py:tiny"])
   cfg.model.llm_path = os.fspath(llm_path)
   cfg.model.lora.rank = 4
-  # The grown rows and what trains around them are the LLM's; the motion expert alone feeds it.
-  cfg.model.structure.enabled = cfg.model.texture.enabled = False
   cfg.optim.frozen = (r"^llm/(?!.*(lora_|added_)).*",)  # the whole base, but LoRA and the grown rows
   cfg.optim.learning_rate, cfg.optim.warmup_steps = 1e-2, 1
   cfg.train.batch_size = 4
