@@ -40,13 +40,6 @@ class Spec:
   start: Any = None  # {path tuple: array}: trainable leaves every fold starts from instead of its init
 
 
-def with_base(params, base) -> dict:
-  """A fold's trainable params and the shared frozen base as one tree (what the model applies to)."""
-  if not base:
-    return params
-  return traverse_util.unflatten_dict({**traverse_util.flatten_dict(base), **traverse_util.flatten_dict(params)})
-
-
 def _ce(logits, labels, smoothing: float):
   targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing) if smoothing else \
       jax.nn.one_hot(labels, logits.shape[-1])
@@ -100,8 +93,8 @@ def pretrained_base(cfg, model, sample_batch) -> tuple[dict, dict]:
   if unloaded:
     def init(rng):
       flat = traverse_util.flatten_dict(nn.meta.unbox(model.init(rng, sample_batch)["params"]))
-      return {"/".join(k): flat[k] for k in unloaded}
-    seeded = {tuple(k.split("/")): v for k, v in jax.jit(init)(jax.random.key(cfg.seed)).items()}
+      return {k: flat[k] for k in unloaded}
+    seeded = jax.jit(init)(jax.random.key(cfg.seed))
   base = traverse_util.unflatten_dict({k: loaded[k] if k in loaded else seeded[k] for k in frozen})
   return base, {k: v for k, v in loaded.items() if k in train}
 

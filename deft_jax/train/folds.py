@@ -28,7 +28,7 @@ from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from deft_jax import cpu
-from deft_jax.train import fold_models
+from deft_jax.train import state as state_lib
 
 MODES = ("test", "validation")
 BALANCE = ("sample", "none")
@@ -226,7 +226,7 @@ def make_epoch(spec, tx, augment: Augment, schedule: Schedule):
     batch = augment(jax.tree.map(lambda x: x[rows], data), k_aug)
 
     def loss_fn(params):
-      return spec.loss({**variables, "params": fold_models.with_base(params, base)}, batch, k_drop)
+      return spec.loss({**variables, "params": state_lib.merge_params(params, base)}, batch, k_drop)
 
     (loss, (_, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
     updates, opt_state = tx.update(grads, opt_state, variables["params"])
@@ -239,7 +239,7 @@ def make_epoch(spec, tx, augment: Augment, schedule: Schedule):
                                                       (variables, opt_state, data, weights), keys)
     scored = jax.tree.map(lambda x: x[idx], data)
     views = scoring_views(scored, schedule.test_flip, schedule.test_shift)
-    whole = {**variables, "params": fold_models.with_base(variables["params"], base)}
+    whole = {**variables, "params": state_lib.merge_params(variables["params"], base)}
     logits = sum(spec.logits(whole, v) for v in views) / len(views)
     return variables, opt_state, loss.mean(), logits.astype(jnp.float32)
 

@@ -61,6 +61,9 @@ def optimizer(settings: dict, total_steps: int, warmup_steps: int, frozen=()):
                                lambda params: optimizer_lib.param_labels(params, tuple(frozen)))
 
 
+PRETRAIN_FOLD = 1 << 20  # the pretraining model's random stream: no fold's
+
+
 def pretrained(cfg, spec, clips, fields, settings: dict, mesh, log) -> dict:
   """Every trainable param after `folds.pretrain.epochs` of one model on `clips` (another
   corpus, e.g. synthetic_me/megc2019: no subject of the target's folds), by path tuple; the
@@ -78,9 +81,6 @@ def pretrained(cfg, spec, clips, fields, settings: dict, mesh, log) -> dict:
       on_epoch=lambda e, loss: log(f"pretrain on {p.data}: epoch {e + 1}/{p.epochs} loss {loss.mean():.4f} "
                                    f"({time.time() - start:.0f} s)"))
   return {k: v[0] for k, v in params.items()}
-
-
-PRETRAIN_FOLD = 1 << 20  # the pretraining model's random stream: no fold's
 
 
 def run_model(cfg, name: str, clips, plan, tokenizer, mesh, pretrain_clips=None,
@@ -209,7 +209,7 @@ def run(cfg, workdir: str, builder=None) -> dict:
         f"{mesh.size} device(s)", flush=True)
   results = []
   for i, name in enumerate(models):
-    out = run_model(cfg, name, clips, plan, tokenizer, mesh, pretrain_clips if name == "deft" else None)
+    out = run_model(cfg, name, clips, plan, tokenizer, mesh, pretrain_clips)
     result, rows = summarise(cfg, out, clips, plan)
     write_model(workdir if i == 0 else os.path.join(workdir, "peers", name), cfg, out, result, rows, clips)
     results.append(result)

@@ -88,10 +88,15 @@ def split_params(params, frozen: tuple[str, ...]) -> tuple[dict, dict]:
   return traverse_util.unflatten_dict(train), traverse_util.unflatten_dict(fixed)
 
 
-def all_params(state) -> dict:
+def merge_params(params, frozen) -> dict:
   """Trainable and frozen weights as one tree (what the model applies to)."""
-  flat = {**traverse_util.flatten_dict(state.frozen or {}), **traverse_util.flatten_dict(state.params)}
-  return traverse_util.unflatten_dict(flat)
+  if not frozen:
+    return params
+  return traverse_util.unflatten_dict({**traverse_util.flatten_dict(frozen), **traverse_util.flatten_dict(params)})
+
+
+def all_params(state) -> dict:
+  return merge_params(state.params, state.frozen)
 
 
 def put_params(state, updates: dict):
