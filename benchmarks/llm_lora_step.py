@@ -38,6 +38,7 @@ def parser(description: str = __doc__) -> argparse.ArgumentParser:
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--tied", action="store_true", help="tied input embedding and LM head")
   p.add_argument("--smollm2", action="store_true", help="SmolLM2-135M's shape (overrides the shape flags)")
+  p.add_argument("--unscanned", action="store_true", help="the layers as separate modules, not one nn.scan")
   p.add_argument("--devices", type=int, default=1,
                  help="split the batch over this many devices (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N, "
                       "one device per core, as fold jobs do; XLA:CPU runs most element-wise work on one thread a device)")
@@ -87,7 +88,7 @@ def lora_step(a, ids, scan_layers: bool = True, remat: str = "none"):
 
 
 def jax_step_seconds(a, ids):
-  step, state, base = lora_step(a, ids)
+  step, state, base = lora_step(a, ids, scan_layers=not a.unscanned)
   if a.devices > 1:
     mesh = jax.make_mesh((a.devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
                          devices=jax.devices()[:a.devices])
@@ -133,7 +134,7 @@ def main():
   ref, threads = torch_step_seconds(a, ids)
   print(json.dumps({
       "benchmark": "llm_lora_step", "layers": a.layers, "width": a.width, "seq": a.seq, "batch": a.batch,
-      "vocab": a.vocab, "tied": a.tied, "rank": a.rank, "backend": jax.default_backend(), "torch_threads": threads,
+      "vocab": a.vocab, "tied": a.tied, "scanned": not a.unscanned, "rank": a.rank, "backend": jax.default_backend(), "torch_threads": threads,
       "deft_jax_step_s": round(ours, 4), "torch_peft_step_s": round(ref, 4), "speedup_vs_torch": round(ref / ours, 3),
   }))
 

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import peft
 import pytest
+import safetensors.numpy
 import torch
 from flax import linen as nn
 from flax import traverse_util
@@ -16,6 +17,7 @@ from flax import traverse_util
 from deft_jax.models import hf
 from deft_jax.models import llm
 from deft_jax.models import lora as lora_lib
+from deft_jax.train import state as state_lib
 from hf_models import hf_checkpoint, left_padded, torch_logits
 
 CONFIG = llm.LlmConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -123,6 +125,41 @@ def test_exported_adapter_loads_in_peft(tmp_path):
   ours = np.asarray(module.apply({"params": params}, jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
   real = mask.astype(bool)
   np.testing.assert_allclose(ours[real], torch_logits(peft_model, ids, mask)[real], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_lora_gradients_match_peft(tmp_path, scan):
+  """The adapter's gradients (LoRA's backward is written by hand, models/lora.py low_rank) equal
+  peft's autograd ones on the same weights, batch-and-sequence inputs, left padding included."""
+  model, path = hf_checkpoint(tmp_path, "llama", seed=11)
+  lora = lora_lib.LoraConfig(rank=4, alpha=8.0)
+  module, params = hf.from_pretrained(path, lora=lora, scan_layers=scan, rng=jax.random.key(11))
+  params = randomize_lora_b(params, np.random.default_rng(11))
+  lora_lib.save_peft(tmp_path / "adapter", params, lora)
+  peft_model = peft.PeftModel.from_pretrained(model, tmp_path / "adapter", is_trainable=True).train()
+  ids, mask = left_padded(np.random.default_rng(12), 3, 9)
+  targets = (mask[:, :-1] * mask[:, 1:]).astype(np.float32)
+
+  def loss_fn(adapter, base):
+    logits = module.apply({"params": state_lib.merge_params(adapter, base)}, jnp.asarray(ids),
+                          attention_mask=jnp.asarray(mask))[:, :-1]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(ids[:, 1:]))
+    return (ce * targets).sum() / targets.sum()
+
+  base, adapter = lora_lib.split(params)
+  grads = jax.grad(loss_fn)(adapter, base)
+  lora_lib.save_peft(tmp_path / "grads", state_lib.merge_params(grads, base), lora)  # peft's names and layout
+  ours = safetensors.numpy.load_file(tmp_path / "grads" / lora_lib.ADAPTER_WEIGHTS)
+
+  logits = peft_model(torch.tensor(ids), attention_mask=torch.tensor(mask)).logits[:, :-1]
+  ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.tensor(ids[:, 1:]).reshape(-1),
+                                         reduction="none")
+  (ce * torch.tensor(targets).reshape(-1)).sum().div(float(targets.sum())).backward()
+  theirs = {n.replace(".default", ""): p.grad.numpy() for n, p in peft_model.named_parameters() if "lora_" in n}
+  assert sorted(theirs) == sorted(ours) and len(ours) == 2 * 7 * 2
+  for name, grad in theirs.items():
+    assert np.abs(grad).max() > 1e-4, name  # a real gradient, not zeros compared with zeros
+    np.testing.assert_allclose(ours[name], grad, rtol=0, atol=2e-5, err_msg=name)
 
 
 @pytest.mark.parametrize("variant", ["llama", "llama_tied"])

@@ -7,6 +7,7 @@ the layer they adapt; every LoRA path contains "lora_" and no base path does.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -89,7 +90,7 @@ class LoraLinear(nn.Module):
       b = self.param("lora_b", nn.with_logical_partitioning(
           nn.initializers.zeros, ("lora_rank", out_axis)), (r, self.features), self.param_dtype)
       h = nn.Dropout(self.lora.dropout)(x, deterministic=deterministic)
-      y = y + (h @ a.astype(self.dtype)) @ b.astype(self.dtype) * jnp.asarray(self.lora.scale, self.dtype)
+      y = y + low_rank(h, a.astype(self.dtype), b.astype(self.dtype), self.lora.scale)
     return y
 
 
@@ -126,6 +127,30 @@ def freeze(tx: optax.GradientTransformation, trainable: str = "lora_") -> optax.
     return _nest({k: "train" if pattern.search(k) else "frozen" for k in flat})
 
   return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def low_rank(h, a, b, scale: float):
+  """(h @ a) @ b * scale, its backward written out: autodiff's own has XLA:CPU lay the output
+  gradient out transposed for b's gradient, a transposing copy of the (tokens, out) gradient
+  fused into the scanned layer's backward (~0.5 s of SmolLM2's 2.9 s LoRA step)."""
+  return _low_rank_fwd(h, a, b, scale)[0]
+
+
+def _low_rank_fwd(h, a, b, scale):
+  p = (h @ a) * jnp.asarray(scale, h.dtype)
+  return p @ b, (h, a, b, p)
+
+
+def _low_rank_bwd(scale, res, g):
+  h, a, b, p = res
+  lead = g.shape[:-1]
+  g2, h2, p2 = g.reshape(-1, g.shape[-1]), h.reshape(-1, h.shape[-1]), p.reshape(-1, p.shape[-1])
+  dp = (g2 @ b.T) * jnp.asarray(scale, g.dtype)  # (tokens, r)
+  return (dp @ a.T).reshape(*lead, a.shape[0]), h2.T @ dp, p2.T @ g2
+
+
+low_rank.defvjp(_low_rank_fwd, _low_rank_bwd)
 
 
 def _delta(a, b, scale):
