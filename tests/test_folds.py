@@ -140,6 +140,42 @@ def test_flip_negates_u_and_mirrors():
   np.testing.assert_array_equal(np.asarray(out["face"])[flipped], np.asarray(batch["face"])[flipped][:, :, ::-1])
 
 
+def test_mixup_mixes_clips_and_their_emotion_targets():
+  """Each clip becomes w * itself + (1 - w) * another clip of the batch (w >= 1/2, drawn from
+  Beta(a, a)), the face alike; the emotion loss reads the same mixture of the two labels; the
+  flips are the draws they are without mixing."""
+  n, rng = 256, np.random.default_rng(1)
+  labels = rng.integers(0, 3, n)
+  batch = {"flow": jnp.asarray(rng.normal(size=(n, 5, 5, 3)), jnp.float32),
+           "face": jnp.asarray(rng.integers(0, 255, (n, 5, 5, 3)), jnp.uint8), "label": jnp.asarray(labels)}
+  key = jax.random.key(3)
+  plain = folds.Augment(flip=True)(batch, key)
+  out = folds.Augment(flip=True, mixup=0.4)(batch, key)
+  w = np.asarray(out["mix_weight"])
+  assert (w >= 0.5).all() and (w <= 1).all() and 0.6 < w.mean() < 0.95 and w.std() > 0.05
+  flow, mixed = np.asarray(plain["flow"]), np.asarray(out["flow"])
+  # the partner of each clip: the one whose plain (flipped) flow makes the mixture; it can be
+  # told only where the partner's share is visible
+  errors = np.abs(mixed[:, None] - w[:, None, None, None, None] * flow[:, None]
+                  - (1 - w[:, None, None, None, None]) * flow[None]).max(axis=(2, 3, 4))  # (n, n)
+  other = errors.argmin(1)
+  assert errors.min(1).max() < 1e-5
+  seen = 1 - w > 0.02
+  assert seen.sum() > n // 2 and len(set(other[seen])) == seen.sum()  # distinct partners: a permutation
+  np.testing.assert_array_equal(np.asarray(out["mix_label"])[seen], labels[other][seen])
+  face = np.asarray(plain["face"], np.float32)
+  wf = w[:, None, None, None]
+  np.testing.assert_allclose(np.asarray(out["face"], np.float32)[seen],
+                             np.clip(np.round(wf * face + (1 - wf) * face[other]), 0, 255)[seen], atol=1)
+  logits = jnp.asarray(rng.normal(size=(n, 3)), jnp.float32)
+  logp = np.asarray(jax.nn.log_softmax(logits))
+  mix_label = np.asarray(out["mix_label"])
+  expected = -(w * logp[np.arange(n), labels] + (1 - w) * logp[np.arange(n), mix_label]).mean()
+  np.testing.assert_allclose(float(fold_models.emotion_ce(logits, out, 0.0)), expected, rtol=1e-5)
+  assert "mix_weight" not in plain and float(fold_models.emotion_ce(logits, plain, 0.0)) == pytest.approx(
+      -logp[np.arange(n), labels].mean(), rel=1e-5)
+
+
 def _moved(flow, dy, dx):
   """flow moved by whole pixels, zero where nothing moved in (numpy, the reference)."""
   out = np.zeros_like(flow)

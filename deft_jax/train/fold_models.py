@@ -40,9 +40,14 @@ class Spec:
   start: Any = None  # {path tuple: array}: trainable leaves every fold starts from instead of its init
 
 
-def _ce(logits, labels, smoothing: float):
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing) if smoothing else \
-      jax.nn.one_hot(labels, logits.shape[-1])
+def emotion_ce(logits, batch, smoothing: float):
+  """Mean cross-entropy against the batch's targets: its labels, mixed with `mix_label` by
+  `mix_weight` where the batch was mixed (folds.Augment.mixup), then smoothed."""
+  targets = jax.nn.one_hot(batch["label"], logits.shape[-1])
+  if "mix_weight" in batch:
+    w = batch["mix_weight"][:, None]
+    targets = w * targets + (1 - w) * jax.nn.one_hot(batch["mix_label"], logits.shape[-1])
+  targets = optax.smooth_labels(targets, smoothing) if smoothing else targets
   return optax.softmax_cross_entropy(logits, targets).mean()
 
 
@@ -56,7 +61,7 @@ def peer(name: str, num_classes: int, sample: dict, smoothing: float = 0.0) -> S
   def loss(variables, batch, rng):
     mutable = [k for k in variables if k != "params"]
     logits, updated = module.apply(variables, batch["flow"], train=True, rngs={"dropout": rng}, mutable=mutable)
-    ce = _ce(logits, batch["label"], smoothing)
+    ce = emotion_ce(logits, batch, smoothing)
     return ce, ({"emotion": ce}, dict(updated))
 
   def logits(variables, batch):
@@ -114,9 +119,9 @@ def deft(cfg, tokenizer, sample: dict, smoothing: float = 0.0) -> Spec:
     b = deft_batch(batch, False)
     out = model.apply(variables, b, deterministic=False, rngs={"dropout": rng})
     total, terms = losses.hybrid_loss(out, b, weights)
-    if smoothing and weights.get("emotion", 0.0):  # the emotion term with smoothed targets
-      smooth = _ce(out["emotion_logits"], b["label"], smoothing)
-      total = total + weights["emotion"] * (smooth - terms["emotion"])
+    if (smoothing or "mix_weight" in batch) and weights.get("emotion", 0.0):  # smoothed or mixed targets
+      soft = emotion_ce(out["emotion_logits"], batch, smoothing)
+      total = total + weights["emotion"] * (soft - terms["emotion"])
     return total, (terms, {})
 
   def logits(variables, batch):

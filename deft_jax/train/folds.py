@@ -119,10 +119,15 @@ class Augment:
     per-clip min-max flow of the composite, u in [-1, 1] maps to -u exactly).
   shift: translation up to this many pixels (uniform, each axis); scale: zoom by up to this
     share. Applied alike to flow and face (bilinear, zero outside).
+  mixup: Beta(mixup, mixup) mixing of each clip with another of the batch (0: off; Zhang et
+    al. 2018, "mixup"): flow and face mixed, and `mix_weight` / `mix_label` added for the
+    emotion targets. The weight is folded to >= 1/2 so that the first clip dominates and its
+    answer text stays the LM term's target.
   """
   flip: bool = True
   shift: float = 0.0
   scale: float = 0.0
+  mixup: float = 0.0
 
   def __call__(self, batch, rng):
     flow = batch["flow"]
@@ -139,6 +144,19 @@ class Augment:
     if self.shift or self.scale:
       u = jax.random.uniform(ka, (flow.shape[0], 3), minval=-1.0, maxval=1.0)
       flow, face = _zoom_shift(flow, face, 1.0 + self.scale * u[:, 0], self.shift * u[:, 1:])
+    if self.mixup:
+      k_weight, k_perm = jax.random.split(jax.random.fold_in(rng, 2))  # kf, ka as without mixing
+      n = flow.shape[0]
+      weight = jax.random.beta(k_weight, self.mixup, self.mixup, (n,))
+      weight = jnp.maximum(weight, 1.0 - weight)
+      other = jax.random.permutation(k_perm, n)
+
+      def mix(x):
+        w = weight.reshape((n,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+        return w * x + (1 - w) * x[other]
+
+      flow, face = mix(flow), None if face is None else mix(face)
+      batch = {**batch, "mix_weight": weight, "mix_label": batch["label"][other]}
     out = {**batch, "flow": flow, **({} if boxes is None else {"region_boxes": boxes})}
     return out if face is None else {**out, "face": _pixels(face)}
 
