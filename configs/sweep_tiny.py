@@ -15,7 +15,7 @@ def get_config(arg: str | None = None):
   del arg
   c = synthetic.get_config("tiny")
   with c.unlocked():
-    c.train.update(steps=2, log_every=1, checkpoint_every=2, generate_examples=0)
+    c.train.update(steps=2, log_every=1, checkpoint_every=2, generate_examples=0, expert_contributions=False)
     c.sweep = ({"name": "full", "overrides": {}},)
     c.seeds = (0, 1)
     c.loso_folds = 2

@@ -97,6 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       init_from="",  # a stage-1 workdir or checkpoint step folder: params of matching paths start there
       grad_accum_steps=1,  # batch_size is split into this many micro-batches, gradients summed
       eval_batch_size=32,
+      expert_contributions=True,  # score the test set again without each expert (results["experts"])
       generate_examples=1,  # test clips to answer (WORKDIR/answers.jsonl, results["answers"]); -1: all, 0: none
       max_new_tokens=16 if tiny else 80,
   )

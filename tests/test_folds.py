@@ -257,16 +257,18 @@ def test_pooled_honest_and_optimistic_scores_match_scikit_learn():
 @pytest.mark.slow
 def test_composite_job_end_to_end_on_a_fake_layout(tmp_path):
   """`deft-jax train --config configs/composite_flow.py:tiny` builds, runs every fold of DEFT and
-  STSTNet, and writes results.json, the per-clip log `deft-jax score` reads, and the report."""
+  STSTNet, and writes results.json, the per-clip log `deft-jax score` reads, and the report; with
+  regions placed on each face's measured landmarks and prompts that name the corpus (the canonical
+  regions run end to end in test_fold_base.py)."""
   from deft_jax import cli
   import test_composite_builder as fake
   manual = tmp_path / "manual"
   fake.write_layout(manual)
   work = tmp_path / "work"
-  args = ["train", "--config", "configs/composite_flow.py:tiny", "--workdir", str(work),
-          f"--config.data.manual_dir={manual}", f"--config.data.data_dir={tmp_path / 'tfds'}",
-          "--config.data.name=megc2019_composite/f56"]
-  assert cli.main(args) == 0
+  assert cli.main(["train", "--config", "configs/composite_flow.py:tiny", "--workdir", str(work),
+                   f"--config.data.manual_dir={manual}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+                   "--config.data.name=megc2019_composite/f56", "--config.folds.face_geometry=placed",
+                   "--config.folds.name_corpus=True", "--config.data.max_text_len=40"]) == 0
   results = json.loads((work / "results.json").read_text())
   assert results["model"] == "deft" and results["num_test_clips"] == len(fake.ROWS) and results["num_folds"] == 5
   assert set(results["per_dataset"]) == {"casme2", "smic", "samm"}
@@ -275,13 +277,6 @@ def test_composite_job_end_to_end_on_a_fake_layout(tmp_path):
   assert len(log) == len(fake.ROWS) and len(set(log.clip)) == len(fake.ROWS)
   assert (work / "peers" / "ststnet" / "results.json").exists() and (work / "report" / "README.md").exists()
   assert cli.main(["score", str(work / "predictions.csv")]) == 0
-  # Regions placed on each face's measured landmarks reach DEFT's motion expert in every fold.
-  placed = tmp_path / "placed"
-  # ... and so do prompts that name each clip's corpus, scored over shifted and mirrored views.
-  assert cli.main(args[:4] + [str(placed)] + args[5:] + ["--config.folds.face_geometry=placed", "--config.folds.epochs=1",
-                                                         "--config.folds.models=('deft',)", "--config.folds.name_corpus=True",
-                                                         "--config.folds.test_shift=1.0", "--config.data.max_text_len=40"]) == 0
-  assert json.loads((placed / "results.json").read_text())["num_test_clips"] == len(fake.ROWS)
 
 
 def test_prompts_name_the_corpus_only_when_asked():

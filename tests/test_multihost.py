@@ -4,6 +4,7 @@ The two-process run also splits each batch into 2 micro-batches (train.grad_accu
 so the same comparison checks that gradient accumulation reproduces the one-batch step.
 """
 
+import json
 import os
 import subprocess
 
@@ -43,7 +44,8 @@ def test_two_processes_match_one_process(tmp_path_factory, tmp_path, synthetic_t
   for key in ("loss", "lm", "emotion", "au"):
     np.testing.assert_allclose([m[key] for m in logged], [m[key] for m in reference], atol=1e-5, rtol=0,
                                err_msg=key)
-  assert os.path.exists(tmp_path / "w" / "results.json")
+  results = json.loads((tmp_path / "w" / "results.json").read_text())
+  assert results["steps"] == train_runs.STEPS and "experts" not in results  # train.expert_contributions=False
 
 
 def test_distributed_settings_from_config_or_environment():

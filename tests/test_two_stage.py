@@ -23,7 +23,8 @@ def test_stage1_then_stage2_from_its_checkpoint(tmp_path, synthetic_tiny):
   data_dir = os.path.dirname(os.path.dirname(os.path.dirname(synthetic_tiny.data_dir)))
   stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
   common = [f"--config.data.data_dir={data_dir}", "--config.train.steps=2", "--config.train.log_every=1",
-            "--config.train.checkpoint_every=2", "--config.train.generate_examples=0"]
+            "--config.train.checkpoint_every=2", "--config.train.generate_examples=0",
+            "--config.train.expert_contributions=False"]
   assert cli.main(["train", "--config", "configs/stage1_synthetic.py:tiny", "--workdir", str(stage1)] + common) == 0
   logged = [json.loads(l) for l in (stage1 / "metrics.jsonl").read_text().splitlines()]
   assert "decorrelation" in logged[-1] and np.isfinite(logged[-1]["loss"])

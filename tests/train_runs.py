@@ -15,7 +15,7 @@ from deft_jax.data import tokenizer as tokenizer_lib
 
 STEPS = 8
 RUN_OVERRIDES = (f"--config.train.steps={STEPS}", "--config.train.log_every=1", "--config.train.checkpoint_every=2",
-                 "--config.train.generate_examples=0")
+                 "--config.train.generate_examples=0", "--config.train.expert_contributions=False")
 
 
 def session_dir(tmp_path_factory, name: str) -> str:
@@ -39,7 +39,9 @@ def data_root(synthetic_tiny) -> str:
 
 def env(tmp_path_factory, devices: int = 8) -> dict:
   out = dict(os.environ)
-  out.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+  count = "--xla_force_host_platform_device_count"  # the session's other flags (tests/conftest.py) carry over
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(count))
+  out.update(XLA_FLAGS=f"{flags} {count}={devices}".strip(), JAX_PLATFORMS="cpu",
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
              TOKENIZERS_PARALLELISM="false")
   return out

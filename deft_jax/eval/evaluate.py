@@ -99,8 +99,9 @@ def evaluate_answers(cfg, model, params, tokenizer, source, info, head_pred, pre
 
 
 def evaluate(cfg, model, params, tokenizer, source, info, mesh, workdir: str) -> dict:
-  """Scores the classifier head on `source`, writes WORKDIR/predictions.csv, and (when
-  train.generate_examples is not 0) generates, scores and writes answers."""
+  """Scores the classifier head on `source`, writes WORKDIR/predictions.csv, measures what each
+  expert contributes (train.expert_contributions), and (when train.generate_examples is not 0)
+  generates, scores and writes answers."""
   scheme = cfg.data.scheme
   classes = emotions.SCHEMES[scheme]
   preprocess = pipeline.Preprocess(tokenizer, scheme, cfg.data.max_text_len, train=False)
@@ -115,8 +116,9 @@ def evaluate(cfg, model, params, tokenizer, source, info, mesh, workdir: str) ->
   if jax.process_index() == 0:
     log_lib.write(os.path.join(workdir, "predictions.csv"), classes, datasets, [c.subject for c in info],
                   [c.clip_id for c in info], truth, pred, probs)
-  without = without_each_expert(model, params, source, preprocess, cfg.train.eval_batch_size, mesh)
-  results["experts"] = experts.summarize(probs, without, truth, classes)
+  if cfg.train.expert_contributions:
+    without = without_each_expert(model, params, source, preprocess, cfg.train.eval_batch_size, mesh)
+    results["experts"] = experts.summarize(probs, without, truth, classes)
   if cfg.train.generate_examples:
     results["answers"], results["examples"] = evaluate_answers(cfg, model, params, tokenizer, source, info, pred,
                                                                preprocess, workdir)
