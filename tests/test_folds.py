@@ -15,7 +15,7 @@ from sklearn import metrics as sk
 from deft_jax.eval import fold_scores, log as log_lib
 from deft_jax.models import convs
 from deft_jax.models.peers import offapexnet, ststnet
-from deft_jax.train import fold_models, folds, sweep
+from deft_jax.train import fold_models, folds, losses, sweep
 
 SUBJECTS = np.array(["a", "a", "b", "b", "b", "c", "c", "d", "e", "e"])
 LABELS = np.array([0, 1, 0, 2, 1, 0, 2, 1, 0, 2], np.int32)
@@ -171,8 +171,11 @@ def test_mixup_mixes_clips_and_their_emotion_targets():
   logp = np.asarray(jax.nn.log_softmax(logits))
   mix_label = np.asarray(out["mix_label"])
   expected = -(w * logp[np.arange(n), labels] + (1 - w) * logp[np.arange(n), mix_label]).mean()
-  np.testing.assert_allclose(float(fold_models.emotion_ce(logits, out, 0.0)), expected, rtol=1e-5)
-  assert "mix_weight" not in plain and float(fold_models.emotion_ce(logits, plain, 0.0)) == pytest.approx(
+  np.testing.assert_allclose(float(losses.emotion_loss(logits, out, 0.0)), expected, rtol=1e-5)
+  mixed_targets = w[:, None] * np.eye(3)[labels] + (1 - w[:, None]) * np.eye(3)[mix_label]
+  smoothed = -((0.9 * mixed_targets + 0.1 / 3) * logp).sum(1).mean()  # label smoothing on the mixture
+  np.testing.assert_allclose(float(losses.emotion_loss(logits, out, 0.1)), smoothed, rtol=1e-5)
+  assert "mix_weight" not in plain and float(losses.emotion_loss(logits, plain, 0.0)) == pytest.approx(
       -logp[np.arange(n), labels].mean(), rel=1e-5)
 
 

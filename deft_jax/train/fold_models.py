@@ -18,7 +18,6 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 from flax import traverse_util
 
 from deft_jax.models import hf
@@ -40,17 +39,6 @@ class Spec:
   start: Any = None  # {path tuple: array}: trainable leaves every fold starts from instead of its init
 
 
-def emotion_ce(logits, batch, smoothing: float):
-  """Mean cross-entropy against the batch's targets: its labels, mixed with `mix_label` by
-  `mix_weight` where the batch was mixed (folds.Augment.mixup), then smoothed."""
-  targets = jax.nn.one_hot(batch["label"], logits.shape[-1])
-  if "mix_weight" in batch:
-    w = batch["mix_weight"][:, None]
-    targets = w * targets + (1 - w) * jax.nn.one_hot(batch["mix_label"], logits.shape[-1])
-  targets = optax.smooth_labels(targets, smoothing) if smoothing else targets
-  return optax.softmax_cross_entropy(logits, targets).mean()
-
-
 def peer(name: str, num_classes: int, sample: dict, smoothing: float = 0.0) -> Spec:
   """A peer network over the flow alone (u, v, strain)."""
   module = PEERS[name](num_classes=num_classes)
@@ -61,7 +49,7 @@ def peer(name: str, num_classes: int, sample: dict, smoothing: float = 0.0) -> S
   def loss(variables, batch, rng):
     mutable = [k for k in variables if k != "params"]
     logits, updated = module.apply(variables, batch["flow"], train=True, rngs={"dropout": rng}, mutable=mutable)
-    ce = emotion_ce(logits, batch, smoothing)
+    ce = losses.emotion_loss(logits, batch, smoothing)
     return ce, ({"emotion": ce}, dict(updated))
 
   def logits(variables, batch):
@@ -76,8 +64,9 @@ def deft_batch(batch: dict, evaluation: bool) -> dict:
   prefix = "eval_" if evaluation else ""
   out = {"flow": batch["flow"], "aus": batch["aus"], "label": batch["label"],
          **{k: batch[prefix + k] for k in ("text_ids", "text_mask", "loss_mask", "prompt_len")}}
-  if "region_boxes" in batch:  # placed by landmarks (folds.face_geometry)
-    out["region_boxes"] = batch["region_boxes"]
+  for key in ("region_boxes", "mix_weight", "mix_label"):  # placed regions (folds.face_geometry), mixup
+    if key in batch:
+      out[key] = batch[key]
   if "face" in batch:  # only when the structure expert reads it
     out["keyframes"] = jnp.stack([batch["face"], batch["face"]], axis=1)
   return out
@@ -118,10 +107,7 @@ def deft(cfg, tokenizer, sample: dict, smoothing: float = 0.0) -> Spec:
   def loss(variables, batch, rng):
     b = deft_batch(batch, False)
     out = model.apply(variables, b, deterministic=False, rngs={"dropout": rng})
-    total, terms = losses.hybrid_loss(out, b, weights)
-    if (smoothing or "mix_weight" in batch) and weights.get("emotion", 0.0):  # smoothed or mixed targets
-      soft = emotion_ce(out["emotion_logits"], batch, smoothing)
-      total = total + weights["emotion"] * (soft - terms["emotion"])
+    total, terms = losses.hybrid_loss(out, b, weights, smoothing=smoothing)
     return total, (terms, {})
 
   def logits(variables, batch):

@@ -1,7 +1,8 @@
 """The hybrid discriminative-generative objective of DEFT-LLM.
 
   lm:            cross-entropy of the answer tokens only (loss_mask covers the answer and EOS);
-  emotion:       cross-entropy of the classifier head on the last instruction token;
+  emotion:       cross-entropy of the classifier head on the last instruction token (against
+                 mixed or smoothed targets where the fold program asks: emotion_loss);
   au:            binary cross-entropy of the motion expert's AU head;
   decorrelation: keeps the three experts' pooled features apart (below).
 Each is weighted by config.loss.<term>; a weight of 0 (or a missing one) leaves the term out of
@@ -10,6 +11,7 @@ the total, though it is still computed and logged.
 
 import itertools
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -18,6 +20,19 @@ def lm_loss(logits, targets, mask, num_tokens=None):
   """Mean over answer tokens; `num_tokens` (default: this batch's) lets micro-batches share one."""
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask) if num_tokens is None else num_tokens, 1.0)
+
+
+def emotion_loss(logits, batch, smoothing: float = 0.0):
+  """Mean cross-entropy of the classifier head against each clip's target: its label, mixed with
+  `mix_label` by `mix_weight` where the batch was mixed (folds.Augment.mixup), then smoothed."""
+  if not smoothing and "mix_weight" not in batch:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+  targets = jax.nn.one_hot(batch["label"], logits.shape[-1])
+  if "mix_weight" in batch:
+    w = batch["mix_weight"][:, None]
+    targets = w * targets + (1 - w) * jax.nn.one_hot(batch["mix_label"], logits.shape[-1])
+  targets = optax.smooth_labels(targets, smoothing) if smoothing else targets
+  return optax.softmax_cross_entropy(logits, targets).mean()
 
 
 def decorrelation_loss(pooled: dict, eps: float = 1e-6):
@@ -44,12 +59,12 @@ def decorrelation_loss(pooled: dict, eps: float = 1e-6):
   return sum(pairs) / len(pairs)
 
 
-def hybrid_loss(outputs, batch, weights, lm_tokens=None):
-  """Weighted total and each term (for logging); `lm_tokens` as lm_loss's `num_tokens`."""
+def hybrid_loss(outputs, batch, weights, lm_tokens=None, smoothing: float = 0.0):
+  """Weighted total and each term (for logging); `lm_tokens` as lm_loss's `num_tokens`,
+  `smoothing` as emotion_loss's."""
   terms = {
       "lm": lm_loss(outputs["lm_logits"], batch["text_ids"], batch["loss_mask"], lm_tokens),
-      "emotion": optax.softmax_cross_entropy_with_integer_labels(
-          outputs["emotion_logits"], batch["label"]).mean(),
+      "emotion": emotion_loss(outputs["emotion_logits"], batch, smoothing),
   }
   if outputs["au_logits"] is not None:
     terms["au"] = optax.sigmoid_binary_cross_entropy(outputs["au_logits"], batch["aus"]).mean()
