@@ -95,6 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         test_shift=1.0,  # and of its copies moved this many pixels each way (0: not)
         name_corpus=False,  # each prompt starts with the clip's corpus ("SAMM clip. Describe ...")
         average_epochs=1,  # honest prediction: mean probabilities of the last k epochs (k fixed beforehand)
+        ema=0.0,  # score with the params' moving average over steps, this decay (0: the last step's params)
         balance="sample",  # "sample": classes drawn equally often; "none"
         face_geometry="canonical",  # "placed": regions on each face's landmarks; "aligned": flow aligned by them
         centre_flow=False,  # u, v less their per-clip median (the still skin at 0)

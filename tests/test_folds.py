@@ -99,6 +99,39 @@ def test_a_fold_never_trains_on_its_own_test_subject():
   assert not np.allclose(init, 0)
 
 
+class _Bias(nn.Module):
+  """One logit vector shared by every clip."""
+
+  @nn.compact
+  def __call__(self, index):
+    return jnp.broadcast_to(self.param("bias", nn.initializers.normal(1.0), (3,)), (index.shape[0], 3))
+
+
+def test_ema_scores_with_the_moving_average_of_the_params():
+  """A loss whose gradient is a constant g moves the params by -lr g at every step, so the moving
+  average that scores the clips has a closed form: ema_t = d ema_(t-1) + (1 - d) p_t, ema_0 = p_0."""
+  module, g, lr, decay, steps, epochs = _Bias(), jnp.array([1.0, -2.0, 0.5]), 0.1, 0.8, 3, 2
+  spec = fold_models.Spec("bias", lambda rng: dict(module.init(rng, jnp.zeros((1,), jnp.int32))),
+                          lambda v, b, rng: (jnp.sum(v["params"]["bias"] * g), ({}, {})),
+                          lambda v, b: module.apply(v, b["index"]))
+  n = len(SUBJECTS)
+  p = folds.plan(SUBJECTS)
+  data = {"index": np.arange(n, dtype=np.int32), "label": LABELS, "flow": np.zeros((n, 4, 4, 3), np.float32)}
+  idx, mask = folds.scored_indices(p.scored)
+  schedule = folds.Schedule(batch_size=2, steps_per_epoch=steps, epochs=epochs, ema=decay)
+  logits, _ = folds.train_folds(spec, optax.sgd(lr), data, folds.sampling_weights(p.train, LABELS, "none"), idx,
+                                schedule, folds.Augment(flip=False), seed=4)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(jax.random.key(4), i), 0))(jnp.arange(p.num_folds))
+  for f, p0 in enumerate(np.asarray(jax.vmap(spec.init)(keys)["params"]["bias"])):
+    ema = p0
+    for t in range(1, steps * epochs + 1):
+      ema = decay * ema + (1 - decay) * (p0 - t * lr * np.asarray(g))
+      if t % steps == 0:
+        np.testing.assert_allclose(logits[t // steps - 1, f][mask[f]], np.broadcast_to(ema, (mask[f].sum(), 3)),
+                                   rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ema, p0 - steps * epochs * lr * np.asarray(g), atol=1e-2)  # not the last step's params
+
+
 def _peer_data(n=24, seed=0):
   rng = np.random.default_rng(seed)
   labels = rng.integers(0, 3, n).astype(np.int32)
@@ -200,7 +233,7 @@ def test_scored_logits_are_the_mean_over_test_views(flip, shift):
   weights = np.full(6, 1 / 6, np.float32)
   # One step (batch statistics move, parameters do not).
   epoch = folds.make_epoch(spec, tx, folds.Augment(flip=False), folds.Schedule(2, 1, 1, flip, shift))
-  trained, _, _, out = epoch(variables, tx.init(variables["params"]), data, weights, idx, jax.random.key(0))
+  trained, _, _, _, out = epoch(variables, tx.init(variables["params"]), None, data, weights, idx, jax.random.key(0))
   flow = np.asarray(data["flow"])
   s = int(shift)
   views = [flow] + ([_moved(flow, dy, dx) for dy, dx in ((s, 0), (-s, 0), (0, s), (0, -s))] if s else [])

@@ -229,15 +229,19 @@ class Schedule:
   epochs: int
   test_flip: bool = False  # score each clip as the mean of its own and its mirror's logits
   test_shift: float = 0.0  # and of its copies moved this many pixels up, down, left and right
+  # Scoring weights: an exponential moving average of the params over steps with this decay
+  # (Polyak & Juditsky 1992), kept beside them; 0: the params of the last step.
+  ema: float = 0.0
 
 
 def make_epoch(spec, tx, augment: Augment, schedule: Schedule):
-  """epoch(variables, opt_state, data, weights, idx, key, base) for ONE fold -> (variables,
-  opt_state, mean loss, scored logits (M, C)); the fold program vmaps it. `base` is the shared
-  frozen tree (Spec.base), read by every step and never differentiated."""
+  """epoch(variables, opt_state, ema, data, weights, idx, key, base) for ONE fold -> (variables,
+  opt_state, ema, mean loss, scored logits (M, C)); the fold program vmaps it. `base` is the
+  shared frozen tree (Spec.base), read by every step and never differentiated; `ema` is the
+  params' moving average (schedule.ema; None when off), which then scores the clips."""
 
   def step(carry, key, base):
-    variables, opt_state, data, weights = carry
+    variables, opt_state, ema, data, weights = carry
     k_idx, k_aug, k_drop = jax.random.split(key, 3)
     n = weights.shape[0]
     rows = jax.random.choice(k_idx, n, (schedule.batch_size,), p=weights)
@@ -249,17 +253,19 @@ def make_epoch(spec, tx, augment: Augment, schedule: Schedule):
     (loss, (_, updated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
     updates, opt_state = tx.update(grads, opt_state, variables["params"])
     variables = {**variables, **updated, "params": optax.apply_updates(variables["params"], updates)}
-    return (variables, opt_state, data, weights), loss
+    if ema is not None:
+      ema = optax.incremental_update(variables["params"], ema, 1.0 - schedule.ema)
+    return (variables, opt_state, ema, data, weights), loss
 
-  def epoch(variables, opt_state, data, weights, idx, key, base=None):
+  def epoch(variables, opt_state, ema, data, weights, idx, key, base=None):
     keys = jax.random.split(key, schedule.steps_per_epoch)
-    (variables, opt_state, _, _), loss = jax.lax.scan(functools.partial(step, base=base),
-                                                      (variables, opt_state, data, weights), keys)
+    (variables, opt_state, ema, _, _), loss = jax.lax.scan(functools.partial(step, base=base),
+                                                           (variables, opt_state, ema, data, weights), keys)
     scored = jax.tree.map(lambda x: x[idx], data)
     views = scoring_views(scored, schedule.test_flip, schedule.test_shift)
-    whole = {**variables, "params": state_lib.merge_params(variables["params"], base)}
+    whole = {**variables, "params": state_lib.merge_params(variables["params"] if ema is None else ema, base)}
     logits = sum(spec.logits(whole, v) for v in views) / len(views)
-    return variables, opt_state, loss.mean(), logits.astype(jnp.float32)
+    return variables, opt_state, ema, loss.mean(), logits.astype(jnp.float32)
 
   return epoch
 
@@ -283,7 +289,8 @@ def train_folds(spec, tx, data: dict, weights: np.ndarray, idx: np.ndarray, sche
                 augment: Augment, seed: int, mesh=None, fold_ids=None, on_epoch=None, keep_params=False):
   """Trains one model per row of `weights` (F, N) in one program; returns the (E, F, M, C)
   logits of each fold's `idx` (F, M) clips after every epoch and the (E, F) mean train loss
-  (and with `keep_params`, the trained params: host arrays (F, ...) by path tuple).
+  (and with `keep_params`, the trained params, or their moving average where schedule.ema:
+  host arrays (F, ...) by path tuple).
 
   The fold axis is padded to a multiple of the mesh's devices (copies of fold 0, dropped
   after) and sharded over them; `data` and the spec's frozen `base` are replicated, and each
@@ -302,21 +309,23 @@ def train_folds(spec, tx, data: dict, weights: np.ndarray, idx: np.ndarray, sche
   start = jax.device_put(dict(spec.start or {}), replicated)
   base = jax.device_put(spec.base or {}, replicated)
   variables, opt_state = jax.jit(init_folds(spec, tx), out_shardings=folds)(jax.device_put(fold_keys, folds), start)
+  ema = jax.tree.map(jnp.copy, variables["params"]) if schedule.ema else None
   data = jax.device_put(data, replicated)
   weights, idx = jax.device_put(jnp.asarray(weights), folds), jax.device_put(jnp.asarray(idx), folds)
-  epoch = jax.jit(jax.vmap(make_epoch(spec, tx, augment, schedule), in_axes=(0, 0, None, 0, 0, 0, None)),
-                  in_shardings=(folds, folds, replicated, folds, folds, folds, replicated),
-                  out_shardings=(folds, folds, folds, folds), donate_argnums=(0, 1))
+  epoch = jax.jit(jax.vmap(make_epoch(spec, tx, augment, schedule), in_axes=(0, 0, 0, None, 0, 0, 0, None)),
+                  in_shardings=(folds, folds, folds, replicated, folds, folds, folds, replicated),
+                  out_shardings=(folds, folds, folds, folds, folds), donate_argnums=(0, 1, 2))
   logits, losses = [], []
   for e in range(schedule.epochs):
     keys = jax.device_put(jax.vmap(lambda k: jax.random.fold_in(k, e + 1))(fold_keys), folds)
-    variables, opt_state, loss, out = epoch(variables, opt_state, data, weights, idx, keys, base)
+    variables, opt_state, ema, loss, out = epoch(variables, opt_state, ema, data, weights, idx, keys, base)
     logits.append(np.asarray(out)[:f])
     losses.append(np.asarray(loss)[:f])
     if on_epoch:
       on_epoch(e, losses[-1])
   if keep_params:
-    params = {k: np.asarray(v)[:f] for k, v in traverse_util.flatten_dict(variables["params"]).items()}
+    kept = variables["params"] if ema is None else ema
+    params = {k: np.asarray(v)[:f] for k, v in traverse_util.flatten_dict(kept).items()}
     return np.stack(logits), np.stack(losses), params
   return np.stack(logits), np.stack(losses)
 

@@ -43,7 +43,7 @@ def model_settings(cfg, name: str) -> dict:
     return dict(epochs=f.epochs, batch_size=f.batch_size, learning_rate=cfg.optim.learning_rate,
                 weight_decay=cfg.optim.weight_decay, warmup_epochs=f.warmup_epochs, ensemble=f.ensemble,
                 smoothing=f.label_smoothing, test_flip=f.test_flip, test_shift=f.test_shift,
-                average_epochs=f.average_epochs, pretrain=dict(f.pretrain))
+                average_epochs=f.average_epochs, ema=f.ema, pretrain=dict(f.pretrain))
   if name not in cfg.peers:
     raise ValueError(f"folds.models: {name!r} is not a model; known: {fold_models.MODELS}")
   return dict(cfg.peers[name])
@@ -103,7 +103,7 @@ def run_model(cfg, name: str, clips, plan, tokenizer, mesh, pretrain_clips=None,
   idx, mask = folds_lib.scored_indices(plan.scored)
   steps = folds_lib.steps_per_epoch(plan.train, settings["batch_size"])
   schedule = folds_lib.Schedule(settings["batch_size"], steps, settings["epochs"], settings.get("test_flip", False),
-                                settings.get("test_shift", 0.0))
+                                settings.get("test_shift", 0.0), settings.get("ema", 0.0))
   tx = optimizer(settings, steps * schedule.epochs, steps * settings.get("warmup_epochs", 0), spec.frozen)
   augment = folds_lib.Augment(**cfg.folds.augment)
   start = time.time()
