@@ -9,7 +9,7 @@ UAR over the 442 clips, per dataset, the optimistic HTNet-protocol score beside 
 DIR/predictions.csv, DIR/peers/<model>/, DIR/summary.md and DIR/report/.
 
 Every setting here was chosen by nested validation on training subjects only
-(configs/composite_search.py: twelve rounds of points, each fixed before it ran, scored with
+(configs/composite_search.py: rounds of points, each fixed before it ran, scored with
 folds.mode="validation", where each outer fold also holds out a group of its training subjects
 and scores them; no test clip is looked at). docs/RESULTS.md has the search's table. Choose new
 settings the same way, never on test scores.
@@ -96,7 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         name_corpus=False,  # each prompt starts with the clip's corpus ("SAMM clip. Describe ...")
         average_epochs=1,  # honest prediction: mean probabilities of the last k epochs (k fixed beforehand)
         ema=0.0,  # score with the params' moving average over steps, this decay (0: the last step's params)
-        balance="sample",  # "sample": classes drawn equally often; "none"
+        balance="sample",  # "sample": classes drawn equally often; "corpus": so within each corpus; "none"
         face_geometry="canonical",  # "placed": regions on each face's landmarks; "aligned": flow aligned by them
         centre_flow=False,  # u, v less their per-clip median (the still skin at 0)
         augment=dict(flip=True, shift=1.0, scale=0.05, mixup=0.0),  # mixup: Beta(a, a) clip mixing, 0: off

@@ -59,6 +59,23 @@ def test_sampling_weights_are_zero_on_held_out_clips_and_balance_classes():
   np.testing.assert_allclose(plain[0][p.train[0]], 1 / p.train[0].sum(), rtol=1e-6)
 
 
+def test_corpus_balance_keeps_each_corpus_share_and_balances_its_classes():
+  corpora = np.array(["x", "y", "x", "x", "y", "x", "y", "y", "x", "x"])
+  p = folds.plan(SUBJECTS)
+  w = folds.sampling_weights(p.train, LABELS, "corpus", corpora)
+  assert (w[p.test] == 0).all()
+  for row, train in zip(w, p.train):
+    for corpus in ("x", "y"):
+      in_corpus = train & (corpora == corpus)
+      assert row[corpora == corpus].sum() == pytest.approx(in_corpus.sum() / train.sum(), rel=1e-5)
+      per_class = [row[in_corpus & (LABELS == c)].sum() for c in range(3) if (in_corpus & (LABELS == c)).any()]
+      np.testing.assert_allclose(per_class, per_class[0], rtol=1e-5)
+  # Unlike "sample", which balances the classes over both corpora together:
+  assert not np.allclose(w, folds.sampling_weights(p.train, LABELS, "sample"), atol=1e-3)
+  with pytest.raises(ValueError, match="needs each clip's corpus"):
+    folds.sampling_weights(p.train, LABELS, "corpus")
+
+
 class _Table(nn.Module):
   """One free logit vector per clip: its row only moves when that clip is trained on."""
   n: int

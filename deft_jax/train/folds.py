@@ -31,7 +31,7 @@ from deft_jax import cpu
 from deft_jax.train import state as state_lib
 
 MODES = ("test", "validation")
-BALANCE = ("sample", "none")
+BALANCE = ("sample", "corpus", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,16 +87,28 @@ def plan(subjects, mode: str = "test", num_folds: int = 0, val_groups: int = 5, 
   return FoldPlan(tuple("+".join(g) for g in groups), train, scored, test, mode)
 
 
-def sampling_weights(train: np.ndarray, labels: np.ndarray, balance: str) -> np.ndarray:
+def sampling_weights(train: np.ndarray, labels: np.ndarray, balance: str, corpora=None) -> np.ndarray:
   """(F, N) probabilities of drawing each clip into a fold's batch: 0 outside its training
-  clips; "sample" makes every class equally likely (inverse class frequency in the fold)."""
+  clips; "sample" makes every class equally likely (inverse class frequency in the fold);
+  "corpus" does so within each corpus (`corpora`: one name per clip), each corpus keeping its
+  share of the fold's training clips, so that a corpus's rare classes are not drawn only as
+  often as the other corpora's clips of that class make them."""
   if balance not in BALANCE:
     raise ValueError(f"folds.balance must be one of {BALANCE}, got {balance!r}")
   w = train.astype(np.float64)
+  onehot = np.eye(labels.max() + 1)[labels]  # (N, C)
   if balance == "sample":
-    onehot = np.eye(labels.max() + 1)[labels]  # (N, C)
     counts = w @ onehot  # (F, C)
     w = w / np.maximum(counts @ onehot.T, 1.0)
+  elif balance == "corpus":
+    if corpora is None or len(corpora) != len(labels):
+      raise ValueError("folds.balance='corpus' needs each clip's corpus")
+    for corpus in sorted(set(corpora)):
+      cols = np.asarray(corpora) == corpus
+      counts = w[:, cols] @ onehot[cols]  # (F, C) the corpus's training clips per class
+      share = w[:, cols].sum(1, keepdims=True)  # its training clips
+      present = np.maximum((counts > 0).sum(1, keepdims=True), 1)
+      w[:, cols] *= share / present / np.maximum(counts @ onehot[cols].T, 1.0)
   return (w / w.sum(1, keepdims=True)).astype(np.float32)
 
 

@@ -75,7 +75,7 @@ def pretrained(cfg, spec, clips, fields, settings: dict, mesh, log) -> dict:
   tx = optimizer(settings, steps * p.epochs, steps * p.warmup_epochs, spec.frozen)
   start = time.time()
   _, _, params = folds_lib.train_folds(
-      spec, tx, data, folds_lib.sampling_weights(every, clips.label, cfg.folds.balance),
+      spec, tx, data, folds_lib.sampling_weights(every, clips.label, cfg.folds.balance, clips.dataset),
       np.arange(min(8, len(clips)), dtype=np.int32)[None], folds_lib.Schedule(settings["batch_size"], steps, p.epochs),
       folds_lib.Augment(**cfg.folds.augment), cfg.seed, mesh, fold_ids=[PRETRAIN_FOLD], keep_params=True,
       on_epoch=lambda e, loss: log(f"pretrain on {p.data}: epoch {e + 1}/{p.epochs} loss {loss.mean():.4f} "
@@ -99,7 +99,7 @@ def run_model(cfg, name: str, clips, plan, tokenizer, mesh, pretrain_clips=None,
     data = {k: data[k] for k in ("flow", "label")}
     spec = fold_models.peer(name, len(classes), data, settings.get("smoothing", 0.0))
   ensemble = int(settings.get("ensemble", 1))
-  weights = folds_lib.sampling_weights(plan.train, clips.label, cfg.folds.balance)
+  weights = folds_lib.sampling_weights(plan.train, clips.label, cfg.folds.balance, clips.dataset)
   idx, mask = folds_lib.scored_indices(plan.scored)
   steps = folds_lib.steps_per_epoch(plan.train, settings["batch_size"])
   schedule = folds_lib.Schedule(settings["batch_size"], steps, settings["epochs"], settings.get("test_flip", False),
