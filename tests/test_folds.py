@@ -350,6 +350,22 @@ def test_matmul_convs_equal_flax_conv():
     v = ours.init(jax.random.key(1), x)
     ref = nn.Conv(4, (k, k), padding=pad).apply({"params": v["params"]}, x)
     np.testing.assert_allclose(ours.apply(v, x), ref, rtol=1e-5, atol=1e-5)
+  for k, pad in ((3, 2), (5, 0), (3, 1)):
+    wide = x[:, :, :25]
+    np.testing.assert_array_equal(convs.image_patches(wide, k, pad), jax.lax.conv_general_dilated_patches(
+        wide, (k, k), (1, 1), [(pad, pad)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")))
+
+  class Streams(nn.Module):  # STSTNet's three streams sharing one gather of the patches
+    @nn.compact
+    def __call__(self, x):
+      return convs.patch_convs(x, (3, 5, 8), 3, 2, ("a", "b", "c"))
+
+  v = Streams().init(jax.random.key(3), x)
+  outs = Streams().apply(v, x)
+  for name, f, out in zip("abc", (3, 5, 8), outs):
+    assert v["params"][name]["kernel"].shape == (3, 3, 3, f) and out.shape == (2, 30, 30, f)
+    ref = nn.Conv(f, (3, 3), padding=2).apply({"params": v["params"][name]}, x)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
   video = jnp.asarray(rng.normal(size=(2, 4, 30, 30, 3)), jnp.float32)  # 30 px: a remainder to drop
   for inputs, patch in ((x, (4, 4)), (x, (7, 7)), (x[:, :27], (3, 2)), (x[:, :27], (4, 3)),
                         (video, (2, 4, 4))):

@@ -10,12 +10,56 @@ the product becomes one batched matmul. The parameters keep nn.Conv's names and 
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _init(init, axes):
   return nn.with_logical_partitioning(init, axes) if axes else init
+
+
+def image_patches(x, kernel: int, padding: int):
+  """(N, H', W', C k k): every k x k window of the zero-padded NHWC input, its features ordered
+  (channel, row, column) as jax.lax.conv_general_dilated_patches orders them. Written as k^2
+  slices: XLA's CPU backend runs the library's form (a convolution with an identity kernel)
+  at half the speed."""
+  x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  h, w = x.shape[1] - kernel + 1, x.shape[2] - kernel + 1
+  windows = [x[:, dy:dy + h, dx:dx + w] for dy in range(kernel) for dx in range(kernel)]
+  return jnp.stack(windows, -1).reshape(x.shape[0], h, w, -1)
+
+
+class ConvParams(nn.Module):
+  """nn.Conv's parameters alone: kernel (k, k, C, F) and bias (F,), for `patch_convs`."""
+  features: int
+  kernel: int
+  in_features: int
+  param_dtype: Any = jnp.float32
+  kernel_axes: tuple | None = None
+
+  @nn.compact
+  def __call__(self):
+    k = self.kernel
+    kernel = self.param("kernel", _init(nn.initializers.lecun_normal(), self.kernel_axes),
+                        (k, k, self.in_features, self.features), self.param_dtype)
+    bias = self.param("bias", _init(nn.initializers.zeros, self.kernel_axes and self.kernel_axes[-1:]),
+                      (self.features,), self.param_dtype)
+    return kernel, bias
+
+
+def patch_convs(x, features: Sequence[int], kernel: int, padding: int, names: Sequence[str],
+                dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, kernel_axes: tuple | None = None):
+  """Several stride-1 convolutions of one NHWC input with one kernel size (STSTNet's streams),
+  their parameters nn.Conv's under `names` in the calling module. The input's patches are
+  gathered once and multiplied by the kernels side by side; on small-channel maps the gather,
+  not the product, is what costs."""
+  c = x.shape[-1]
+  params = [ConvParams(f, kernel, c, param_dtype, kernel_axes, name=n)() for f, n in zip(features, names)]
+  x, *params = nn.dtypes.promote_dtype(x, *(p for pair in params for p in pair), dtype=dtype)
+  patches = image_patches(x, kernel, padding)
+  matrix = jnp.concatenate([k.transpose(2, 0, 1, 3).reshape(c * kernel * kernel, -1) for k in params[::2]], -1)
+  out = patches @ matrix + jnp.concatenate(params[1::2])
+  return jnp.split(out, np.cumsum(features)[:-1], axis=-1)
 
 
 class PatchConv(nn.Module):
@@ -35,11 +79,8 @@ class PatchConv(nn.Module):
     bias = self.param("bias", _init(nn.initializers.zeros, self.kernel_axes and self.kernel_axes[-1:]),
                       (self.features,), self.param_dtype)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    patches = jax.lax.conv_general_dilated_patches(
-        x, (k, k), (1, 1), [(self.padding, self.padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    # Patch features are ordered (channel, row, column).
     matrix = kernel.transpose(2, 0, 1, 3).reshape(c * k * k, self.features)
-    return patches @ matrix + bias
+    return image_patches(x, k, self.padding) @ matrix + bias
 
 
 class PatchEmbed(nn.Module):

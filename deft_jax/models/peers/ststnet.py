@@ -35,13 +35,16 @@ class STSTNet(nn.Module):
   @nn.compact
   def __call__(self, flow, train: bool = False):
     """flow (B, 28, 28, 3) -> logits (B, num_classes)."""
+    convolved = {}
+    for k in sorted(set(self.kernels)):  # streams of one kernel size share the input's patches
+      which = [i for i, size in enumerate(self.kernels) if size == k]
+      outs = convs.patch_convs(flow, [self.filters[i] for i in which], k, k // 2 + 1,  # k = 3: padding 2 (28 -> 30)
+                               [f"conv{i}" for i in which])
+      convolved.update(zip(which, outs))
     streams = []
-    for i, (f, k) in enumerate(zip(self.filters, self.kernels)):
-      pad = k // 2 + 1  # k = 3: padding 2, as the paper's 28 -> 30
-      x = convs.PatchConv(f, k, pad, name=f"conv{i}")(flow)
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(nn.relu(x))
-      x = max_pool_3(x)
-      streams.append(x)
+    for i in range(len(self.filters)):
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(nn.relu(convolved[i]))
+      streams.append(max_pool_3(x))
     x = nn.avg_pool(jnp.concatenate(streams, -1), (2, 2), (2, 2))
     x = nn.Dropout(self.dropout, deterministic=not train)(x.reshape(x.shape[0], -1))
     return nn.Dense(self.num_classes, name="fc")(x)
