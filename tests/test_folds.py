@@ -275,6 +275,17 @@ def test_ststnet_has_the_papers_shape_and_size():
   v = o.init(jax.random.key(0), jnp.zeros((1, 28, 28, 3)))
   assert o.apply(v, jnp.zeros((2, 28, 28, 3))).shape == (2, 3)
   assert v["params"]["fc1"]["kernel"].shape == (2 * 7 * 7 * 16, 1024)
+  # The same network in flax's own layers, on the same parameters (the paper's 5 x 5 "SAME" convs).
+  flow = jax.random.normal(jax.random.key(1), (2, 28, 28, 3))
+  p, streams = v["params"], []
+  for i in range(2):
+    x = flow[..., i:i + 1]
+    for layer in ("conv1", "conv2"):
+      conv = nn.Conv(p[f"s{i}_{layer}"]["kernel"].shape[-1], (5, 5), padding="SAME")
+      x = nn.max_pool(nn.relu(conv.apply({"params": p[f"s{i}_{layer}"]}, x)), (2, 2), (2, 2))
+    streams.append(x.reshape(2, -1))
+  hidden = nn.relu(nn.Dense(1024).apply({"params": p["fc1"]}, jnp.concatenate(streams, -1)))
+  np.testing.assert_allclose(o.apply(v, flow), nn.Dense(3).apply({"params": p["fc2"]}, hidden), rtol=1e-4, atol=1e-5)
 
 
 def test_pooled_honest_and_optimistic_scores_match_scikit_learn():

@@ -4,11 +4,20 @@ Two streams, one for the horizontal (u) and one for the vertical (v) onset->apex
 28 x 28: each is conv 5 x 5 (6 filters) -> max-pool 2 -> conv 5 x 5 (16 filters) -> max-pool 2.
 The flattened streams are concatenated into a 1,024-unit dense layer (dropout) and a dense
 output to the classes. Strain is not used. Written from the paper's description; its exact
-dense widths are our reading of it.
+dense widths are our reading of it. The convolutions are written as patches x matrix
+(models/convs.py), for the fold program.
 """
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from deft_jax.models import convs
+
+
+def max_pool_2(x):
+  """nn.max_pool(x, (2, 2), (2, 2)) on even sizes, as a reshape and a max (see STSTNet's)."""
+  b, h, w, c = x.shape
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max((2, 4))
 
 
 class OffApexNet(nn.Module):
@@ -22,8 +31,8 @@ class OffApexNet(nn.Module):
     streams = []
     for i in range(2):
       x = flow[..., i:i + 1]
-      x = nn.max_pool(nn.relu(nn.Conv(6, (5, 5), padding="SAME", name=f"s{i}_conv1")(x)), (2, 2), (2, 2))
-      x = nn.max_pool(nn.relu(nn.Conv(16, (5, 5), padding="SAME", name=f"s{i}_conv2")(x)), (2, 2), (2, 2))
+      x = max_pool_2(nn.relu(convs.PatchConv(6, 5, 2, name=f"s{i}_conv1")(x)))  # 5 x 5, "SAME"
+      x = max_pool_2(nn.relu(convs.PatchConv(16, 5, 2, name=f"s{i}_conv2")(x)))
       streams.append(x.reshape(x.shape[0], -1))
     x = nn.relu(nn.Dense(self.hidden, name="fc1")(jnp.concatenate(streams, -1)))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
