@@ -29,8 +29,25 @@ def image_patches(x, kernel: int, padding: int):
   return jnp.stack(windows, -1).reshape(x.shape[0], h, w, -1)
 
 
+def _conv_params(module: nn.Module, features: int, kernel: int, in_features: int, param_dtype, kernel_axes):
+  """nn.Conv's parameters, kernel (k, k, C, F) and bias (F,), created in `module`."""
+  weights = module.param("kernel", _init(nn.initializers.lecun_normal(), kernel_axes),
+                         (kernel, kernel, in_features, features), param_dtype)
+  bias = module.param("bias", _init(nn.initializers.zeros, kernel_axes and kernel_axes[-1:]), (features,), param_dtype)
+  return weights, bias
+
+
+def _convolve(x, params, kernel: int, padding: int, dtype):
+  """x convolved with every (kernel, bias) of `params` (one kernel size), their outputs side by side."""
+  c = x.shape[-1]
+  x, *flat = nn.dtypes.promote_dtype(x, *(p for pair in params for p in pair), dtype=dtype)
+  # Patch features are ordered (channel, row, column).
+  matrix = jnp.concatenate([k.transpose(2, 0, 1, 3).reshape(c * kernel * kernel, -1) for k in flat[::2]], -1)
+  return image_patches(x, kernel, padding) @ matrix + jnp.concatenate(flat[1::2])
+
+
 class ConvParams(nn.Module):
-  """nn.Conv's parameters alone: kernel (k, k, C, F) and bias (F,), for `patch_convs`."""
+  """nn.Conv's parameters alone, for `patch_convs`."""
   features: int
   kernel: int
   in_features: int
@@ -39,12 +56,7 @@ class ConvParams(nn.Module):
 
   @nn.compact
   def __call__(self):
-    k = self.kernel
-    kernel = self.param("kernel", _init(nn.initializers.lecun_normal(), self.kernel_axes),
-                        (k, k, self.in_features, self.features), self.param_dtype)
-    bias = self.param("bias", _init(nn.initializers.zeros, self.kernel_axes and self.kernel_axes[-1:]),
-                      (self.features,), self.param_dtype)
-    return kernel, bias
+    return _conv_params(self, self.features, self.kernel, self.in_features, self.param_dtype, self.kernel_axes)
 
 
 def patch_convs(x, features: Sequence[int], kernel: int, padding: int, names: Sequence[str],
@@ -53,13 +65,8 @@ def patch_convs(x, features: Sequence[int], kernel: int, padding: int, names: Se
   their parameters nn.Conv's under `names` in the calling module. The input's patches are
   gathered once and multiplied by the kernels side by side; on small-channel maps the gather,
   not the product, is what costs."""
-  c = x.shape[-1]
-  params = [ConvParams(f, kernel, c, param_dtype, kernel_axes, name=n)() for f, n in zip(features, names)]
-  x, *params = nn.dtypes.promote_dtype(x, *(p for pair in params for p in pair), dtype=dtype)
-  patches = image_patches(x, kernel, padding)
-  matrix = jnp.concatenate([k.transpose(2, 0, 1, 3).reshape(c * kernel * kernel, -1) for k in params[::2]], -1)
-  out = patches @ matrix + jnp.concatenate(params[1::2])
-  return jnp.split(out, np.cumsum(features)[:-1], axis=-1)
+  params = [ConvParams(f, kernel, x.shape[-1], param_dtype, kernel_axes, name=n)() for f, n in zip(features, names)]
+  return jnp.split(_convolve(x, params, kernel, padding, dtype), np.cumsum(features)[:-1], axis=-1)
 
 
 class PatchConv(nn.Module):
@@ -73,14 +80,8 @@ class PatchConv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    c, k = x.shape[-1], self.kernel
-    kernel = self.param("kernel", _init(nn.initializers.lecun_normal(), self.kernel_axes),
-                        (k, k, c, self.features), self.param_dtype)
-    bias = self.param("bias", _init(nn.initializers.zeros, self.kernel_axes and self.kernel_axes[-1:]),
-                      (self.features,), self.param_dtype)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    matrix = kernel.transpose(2, 0, 1, 3).reshape(c * k * k, self.features)
-    return image_patches(x, k, self.padding) @ matrix + bias
+    params = _conv_params(self, self.features, self.kernel, x.shape[-1], self.param_dtype, self.kernel_axes)
+    return _convolve(x, [params], self.kernel, self.padding, self.dtype)
 
 
 class PatchEmbed(nn.Module):
