@@ -386,8 +386,9 @@ def test_matmul_convs_equal_flax_conv():
     np.testing.assert_allclose(ours.apply(v, inputs), ref, rtol=1e-5, atol=1e-5)
   for size in (30, 28, 29):  # every remainder mod 3; 28 is STSTNet's input
     image = jnp.asarray(rng.normal(size=(2, size, size, 4)), jnp.float32)
-    np.testing.assert_array_equal(ststnet.max_pool_3(image),
+    np.testing.assert_array_equal(convs.max_pool(image, 3, padding=1),
                                   nn.max_pool(image, (3, 3), (3, 3), padding=((1, 1), (1, 1))))
+    np.testing.assert_array_equal(convs.max_pool(image, 2), nn.max_pool(image, (2, 2), (2, 2)))
 
 
 def test_fold_jobs_take_one_cpu_device_per_core(monkeypatch):

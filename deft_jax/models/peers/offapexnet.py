@@ -14,12 +14,6 @@ import jax.numpy as jnp
 from deft_jax.models import convs
 
 
-def max_pool_2(x):
-  """nn.max_pool(x, (2, 2), (2, 2)) on even sizes, as a reshape and a max (see STSTNet's)."""
-  b, h, w, c = x.shape
-  return x.reshape(b, h // 2, 2, w // 2, 2, c).max((2, 4))
-
-
 class OffApexNet(nn.Module):
   num_classes: int = 3
   hidden: int = 1024
@@ -31,8 +25,8 @@ class OffApexNet(nn.Module):
     streams = []
     for i in range(2):
       x = flow[..., i:i + 1]
-      x = max_pool_2(nn.relu(convs.PatchConv(6, 5, 2, name=f"s{i}_conv1")(x)))  # 5 x 5, "SAME"
-      x = max_pool_2(nn.relu(convs.PatchConv(16, 5, 2, name=f"s{i}_conv2")(x)))
+      x = convs.max_pool(nn.relu(convs.PatchConv(6, 5, 2, name=f"s{i}_conv1")(x)), 2)  # 5 x 5, "SAME"
+      x = convs.max_pool(nn.relu(convs.PatchConv(16, 5, 2, name=f"s{i}_conv2")(x)), 2)
       streams.append(x.reshape(x.shape[0], -1))
     x = nn.relu(nn.Dense(self.hidden, name="fc1")(jnp.concatenate(streams, -1)))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -18,14 +18,6 @@ import jax.numpy as jnp
 from deft_jax.models import convs
 
 
-def max_pool_3(x):
-  """nn.max_pool(x, (3, 3), (3, 3), padding=((1, 1), (1, 1))) as a reshape and a max, whose
-  gradient the CPU backend runs faster than reduce_window's select-and-scatter."""
-  n = [(s - 1) // 3 + 1 for s in x.shape[1:3]]
-  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)[:, :3 * n[0], :3 * n[1]]
-  return x.reshape(x.shape[0], n[0], 3, n[1], 3, x.shape[-1]).max((2, 4))
-
-
 class STSTNet(nn.Module):
   num_classes: int = 3
   filters: Sequence[int] = (3, 5, 8)
@@ -44,7 +36,7 @@ class STSTNet(nn.Module):
     streams = []
     for i in range(len(self.filters)):
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i}")(nn.relu(convolved[i]))
-      streams.append(max_pool_3(x))
+      streams.append(convs.max_pool(x, 3, padding=1))
     x = nn.avg_pool(jnp.concatenate(streams, -1), (2, 2), (2, 2))
     x = nn.Dropout(self.dropout, deterministic=not train)(x.reshape(x.shape[0], -1))
     return nn.Dense(self.num_classes, name="fc")(x)
