@@ -99,7 +99,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         balance="sample",  # "sample": classes drawn equally often; "corpus": so within each corpus; "none"
         face_geometry="canonical",  # "placed": regions on each face's landmarks; "aligned": flow aligned by them
         centre_flow=False,  # u, v less their per-clip median (the still skin at 0)
-        augment=dict(flip=True, shift=1.0, scale=0.05, mixup=0.0),  # mixup: Beta(a, a) clip mixing, 0: off
+        # rotate: up to this many degrees; erase: a square of this many px, half the clips; mixup:
+        # Beta(a, a) clip mixing (deft_jax/train/folds.py Augment); 0: off
+        augment=dict(flip=True, shift=1.0, scale=0.05, rotate=0.0, erase=0.0, mixup=0.0),
         # Before the folds: one model trained this many epochs on another corpus's clips (its flow
         # put in the composite's form), every fold starting from it; 0: none.
         pretrain=dict(data="synthetic_me/megc2019", split="train+test", epochs=0, warmup_epochs=2 if not tiny else 0),

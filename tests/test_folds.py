@@ -229,6 +229,60 @@ def test_mixup_mixes_clips_and_their_emotion_targets():
       -logp[np.arange(n), labels].mean(), rel=1e-5)
 
 
+def test_rotation_turns_the_image_like_scipy_and_the_vectors_with_it():
+  """The grid against scipy.ndimage.rotate (bilinear, zero outside, same centre) on a drawn
+  image; a lone vector (u, v) = (1, 0) turned a quarter lands where the pixel went, as (0, 1)."""
+  from scipy import ndimage
+  rng = np.random.default_rng(5)
+  image = rng.normal(size=(11, 11, 2)).astype(np.float32)
+  degrees = float(rng.uniform(5, 30))
+  out = np.asarray(folds._rotate(jnp.asarray(image), jnp.deg2rad(degrees)))
+  # scipy turns the other way in (row, col): its -angle is our +angle (x towards y)
+  expected = ndimage.rotate(image, -degrees, axes=(1, 0), reshape=False, order=1, mode="grid-constant", cval=0.0)
+  np.testing.assert_allclose(out, expected, atol=1e-4)
+  lone = np.zeros((9, 9, 3), np.float32)
+  lone[4, 7] = (1.0, 0.0, 0.5)  # 3 px right of the centre, pointing right
+  turned = np.array(folds._rotate(jnp.asarray(lone), jnp.pi / 2, vectors=True))
+  # x towards y by 90 degrees: right of centre goes below it, and "right" becomes "down"
+  np.testing.assert_allclose(turned[7, 4], (0.0, 1.0, 0.5), atol=1e-5)
+  turned[7, 4] = 0.0
+  np.testing.assert_allclose(turned, 0.0, atol=1e-5)
+
+
+def test_rotation_augment_draws_angles_within_its_range():
+  """Uniform rightward flow turned by each clip's angle: the angle read back from (u, v) at
+  the centre lies within +-rotate and spreads over it; the shifts' draws are those without it."""
+  n = 200
+  flow = jnp.broadcast_to(jnp.array([1.0, 0.0, 0.0]), (n, 15, 15, 3))
+  out = np.asarray(folds.Augment(flip=False, rotate=20.0)({"flow": flow}, jax.random.key(1))["flow"])
+  angles = np.rad2deg(np.arctan2(out[:, 7, 7, 1], out[:, 7, 7, 0]))
+  np.testing.assert_allclose(np.hypot(out[:, 7, 7, 0], out[:, 7, 7, 1]), 1.0, atol=1e-5)
+  assert np.abs(angles).max() <= 20.0 + 1e-3 and angles.min() < -15 and angles.max() > 15
+  drawn = np.random.default_rng(2).normal(size=(8, 15, 15, 3)).astype(np.float32)
+  plain = folds.Augment(flip=True, shift=1.0, scale=0.05)({"flow": jnp.asarray(drawn)}, jax.random.key(4))
+  turned = folds.Augment(flip=True, shift=1.0, scale=0.05, rotate=0.001)({"flow": jnp.asarray(drawn)}, jax.random.key(4))
+  np.testing.assert_allclose(np.asarray(turned["flow"]), np.asarray(plain["flow"]), atol=1e-3)
+
+
+def test_erase_fills_one_square_with_the_clip_median_in_about_half_the_clips():
+  n, size, side = 300, 12, 4
+  rng = np.random.default_rng(6)
+  flow = rng.normal(size=(n, size, size, 3)).astype(np.float32)
+  out = np.asarray(folds.Augment(flip=False, erase=float(side))({"flow": jnp.asarray(flow)}, jax.random.key(2))["flow"])
+  changed = (out != flow).any(-1)  # (n, size, size)
+  erased = changed.any((1, 2))
+  assert 0.4 * n < erased.sum() < 0.6 * n
+  corners = set()
+  for i in np.flatnonzero(erased):
+    rows, cols = np.flatnonzero(changed[i].any(1)), np.flatnonzero(changed[i].any(0))
+    assert len(rows) == len(cols) == side and np.ptp(rows) == np.ptp(cols) == side - 1
+    assert changed[i].sum() == side * side
+    np.testing.assert_allclose(out[i, rows[0], cols[0]], np.median(flow[i], axis=(0, 1)), rtol=1e-6)
+    corners.add((rows[0], cols[0]))
+  assert len(corners) > 30  # the square goes anywhere
+  np.testing.assert_array_equal(out[~erased], flow[~erased])
+
+
 def _moved(flow, dy, dx):
   """flow moved by whole pixels, zero where nothing moved in (numpy, the reference)."""
   out = np.zeros_like(flow)

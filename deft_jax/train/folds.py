@@ -131,6 +131,12 @@ class Augment:
     per-clip min-max flow of the composite, u in [-1, 1] maps to -u exactly).
   shift: translation up to this many pixels (uniform, each axis); scale: zoom by up to this
     share. Applied alike to flow and face (bilinear, zero outside).
+  rotate: rotation about the centre by up to this many degrees (uniform), flow and face alike;
+    the flow's vectors (u, v) turn with the image. On per-clip min-max flow this treats 0 as
+    "no motion", which it is only approximately; for small angles the error is small.
+  erase: with probability 1/2, one square of this many flow pixels (face alike, at its scale)
+    at a uniform place is filled with the clip's per-channel median, for the flow the level of
+    the still skin (Zhong et al. 2020, "Random Erasing"); 0: off.
   mixup: Beta(mixup, mixup) mixing of each clip with another of the batch (0: off; Zhang et
     al. 2018, "mixup"): flow and face mixed, and `mix_weight` / `mix_label` added for the
     emotion targets. The weight is folded to >= 1/2 so that the first clip dominates and its
@@ -139,6 +145,8 @@ class Augment:
   flip: bool = True
   shift: float = 0.0
   scale: float = 0.0
+  rotate: float = 0.0
+  erase: float = 0.0
   mixup: float = 0.0
 
   def __call__(self, batch, rng):
@@ -156,6 +164,18 @@ class Augment:
     if self.shift or self.scale:
       u = jax.random.uniform(ka, (flow.shape[0], 3), minval=-1.0, maxval=1.0)
       flow, face = _zoom_shift(flow, face, 1.0 + self.scale * u[:, 0], self.shift * u[:, 1:])
+    if self.rotate:  # own keys, so that the draws above are those without it
+      angle = jnp.deg2rad(self.rotate) * jax.random.uniform(jax.random.fold_in(rng, 3), (flow.shape[0],),
+                                                            minval=-1.0, maxval=1.0)
+      flow = jax.vmap(functools.partial(_rotate, vectors=True))(flow, angle)
+      face = None if face is None else jax.vmap(_rotate)(face, angle)
+    if self.erase:
+      k_on, k_at = jax.random.split(jax.random.fold_in(rng, 4))
+      on = jax.random.bernoulli(k_on, 0.5, (flow.shape[0],))
+      side = self.erase / flow.shape[1]  # the square's side as a share of the image
+      corner = jax.random.uniform(k_at, (flow.shape[0], 2), maxval=1.0 - side)  # (y, x) shares
+      flow = jax.vmap(functools.partial(_erase, side=side))(flow, corner, on)
+      face = None if face is None else jax.vmap(functools.partial(_erase, side=side))(face, corner, on)
     if self.mixup:
       k_weight, k_perm = jax.random.split(jax.random.fold_in(rng, 2))  # kf, ka as without mixing
       n = flow.shape[0]
@@ -218,6 +238,35 @@ def _affine(image, zoom, shift):
   translation = (1.0 - zoom) * size / 2 + shift
   return jax.image.scale_and_translate(image, image.shape, (0, 1), jnp.stack([zoom, zoom]), translation,
                                        "linear", antialias=False)
+
+
+def _rotate(image, angle, vectors=False):
+  """The image turned by `angle` radians about its centre (x towards y: clockwise on screen,
+  where y points down), bilinear, zero outside; with `vectors`, channels 0 and 1 (u, v) turn
+  with it."""
+  h, w = image.shape[:2]
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  y, x = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - (h - 1) / 2,
+                      jnp.arange(w, dtype=jnp.float32) - (w - 1) / 2, indexing="ij")
+  # an output pixel p reads the input at R(-angle) p: the content moves by R(angle)
+  source = jnp.stack([-sin * x + cos * y + (h - 1) / 2, cos * x + sin * y + (w - 1) / 2])
+  out = jnp.stack([jax.scipy.ndimage.map_coordinates(image[..., c], source, order=1, mode="constant")
+                   for c in range(image.shape[-1])], -1)
+  if vectors:
+    u, v = out[..., 0], out[..., 1]
+    out = out.at[..., 0].set(cos * u - sin * v).at[..., 1].set(sin * u + cos * v)
+  return out
+
+
+def _erase(image, corner, on, side):
+  """`image` with the square at `corner` (y, x shares) of `side` (share) filled with its
+  per-channel median where `on`."""
+  h, w = image.shape[:2]
+  y = (jnp.arange(h) + 0.5) / h
+  x = (jnp.arange(w) + 0.5) / w
+  inside = (((y >= corner[0]) & (y < corner[0] + side))[:, None]
+            & ((x >= corner[1]) & (x < corner[1] + side))[None, :] & on)
+  return jnp.where(inside[..., None], jnp.median(image, axis=(0, 1)), image)
 
 
 def one_cpu_device_per_core() -> None:
