@@ -129,12 +129,11 @@ class MotionExpert(nn.Module):
     flow = registry.resize_flow(flow.astype(jnp.float32), c.flow_size)
     x = flow / c.flow_scale
     b = flow.shape[0]
-    s = regions.grid_size(flow.shape[1], c.patch, "motion: flow")
+    regions.grid_size(flow.shape[1], c.patch, "motion: flow")  # the flow must tile into patches
     conv = lambda features, name: convs.PatchConv(features, 3, 1, self.dtype, self.param_dtype, (None,) * 4, name=name)
     if c.stem == "streams":
       x = jnp.concatenate([nn.relu(conv(f, f"stem_conv{i}")(x)) for i, f in enumerate(c.stem_filters)], -1)
-      p = c.patch
-      x = x.reshape(b, s, p, s, p, x.shape[-1]).max((2, 4))
+      x = convs.max_pool(x, c.patch)
       x = encoder_lib.patch_embed(x, c.encoder.width, (1, 1), self.dtype, self.param_dtype, "patch_embed")
     else:
       if c.stem == "conv":
