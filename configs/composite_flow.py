@@ -96,6 +96,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         name_corpus=False,  # each prompt starts with the clip's corpus ("SAMM clip. Describe ...")
         average_epochs=1,  # honest prediction: mean probabilities of the last k epochs (k fixed beforehand)
         ema=0.0,  # score with the params' moving average over steps, this decay (0: the last step's params)
+        # Scoring: "corpus" moves each clip's probabilities by Bayes' rule from the balanced draws'
+        # uniform prior to the class mix of its corpus's training clips; "all": of all of them.
+        prior="none",
         balance="sample",  # "sample": classes drawn equally often; "corpus": so within each corpus; "none"
         face_geometry="canonical",  # "placed": regions on each face's landmarks; "aligned": flow aligned by them
         centre_flow=False,  # u, v less their per-clip median (the still skin at 0)

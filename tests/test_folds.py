@@ -372,6 +372,39 @@ def test_pooled_honest_and_optimistic_scores_match_scikit_learn():
     fold_scores.score(probs, idx, mask, labels, datasets, c, average_epochs=5)
 
 
+@pytest.mark.parametrize("by_corpus", [True, False])
+def test_prior_shift_is_bayes_rule_to_the_training_class_mix(by_corpus):
+  """Each scored clip's probabilities times the class shares (+1 each) of its fold's training
+  clips of its corpus (or of all), renormalised; counted here clip by clip."""
+  rng = np.random.default_rng(8)
+  e, f, m, c, n = 2, 4, 5, 3, 60
+  labels = rng.integers(0, c, n)
+  corpora = rng.choice(["casme2", "samm", "smic"], n)
+  train = rng.random((f, n)) < 0.7
+  idx = rng.integers(0, n, (f, m))
+  probs = fold_scores.softmax(rng.normal(size=(e, f, m, c)))
+  groups = corpora if by_corpus else np.zeros(n)
+  out = fold_scores.prior_shift(probs, idx, train, labels, groups)
+  for fold in range(f):
+    for j, clip in enumerate(idx[fold]):
+      mates = train[fold] & (groups == groups[clip])
+      prior = np.array([(labels[mates] == k).sum() + 1 for k in range(c)], float)
+      expected = probs[:, fold, j] * prior
+      np.testing.assert_allclose(out[:, fold, j], expected / expected.sum(-1, keepdims=True), rtol=1e-6)
+  assert not np.allclose(out, probs, atol=1e-3)
+
+
+def test_a_bad_prior_is_refused_before_a_workdir_or_data_is_made(tmp_path):
+  from configs import composite_flow
+  from deft_jax.train import loso
+  cfg = composite_flow.get_config("tiny")
+  cfg.folds.prior = "corpora"
+  cfg.data.manual_dir = str(tmp_path / "no_such_folder")
+  with pytest.raises(ValueError, match=r"folds.prior must be one of \('none', 'corpus', 'all'\), got 'corpora'"):
+    loso.run(cfg, str(tmp_path / "work"))
+  assert not (tmp_path / "work").exists()
+
+
 @pytest.mark.slow
 def test_composite_job_end_to_end_on_a_fake_layout(tmp_path):
   """`deft-jax train --config configs/composite_flow.py:tiny` builds, runs every fold of DEFT and

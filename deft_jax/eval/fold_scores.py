@@ -26,6 +26,24 @@ def flatten(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
   return values[mask]
 
 
+PRIORS = ("none", "corpus", "all")
+
+
+def prior_shift(probs: np.ndarray, idx: np.ndarray, train: np.ndarray, labels: np.ndarray, groups) -> np.ndarray:
+  """probs (E, F, M, C) of the clips idx (F, M), from a model trained on class-balanced draws
+  (a uniform class prior), moved by Bayes' rule to the class prior of fold f's training clips
+  (train (F, N)) of the scored clip's group (its corpus, or one group for all; Saerens et al.
+  2002): p(y | x) is proportional to p_balanced(y | x) prior(y). The counts get +1 (Laplace), so
+  that a class missing from a group's training clips is rare, not impossible."""
+  num_classes = probs.shape[-1]
+  group = np.unique(np.asarray(groups), return_inverse=True)[1]  # (N,) group index
+  joint = np.eye(group.max() + 1)[group][:, :, None] * np.eye(num_classes)[labels][:, None, :]  # (N, G, C)
+  counts = np.einsum("fn,ngc->fgc", train.astype(np.float64), joint) + 1.0
+  prior = counts / counts.sum(-1, keepdims=True)  # (F, G, C)
+  shifted = probs * prior[np.arange(len(idx))[:, None], group[idx]][None]  # (F, M, C) per scored clip
+  return (shifted / shifted.sum(-1, keepdims=True)).astype(probs.dtype)
+
+
 def best_epochs(probs: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
   """(F,) epoch of each fold with the most correct predictions on its own scored clips."""
   correct = ((probs.argmax(-1) == truth[None]) & mask[None]).sum(-1)  # (E, F)

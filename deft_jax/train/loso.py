@@ -40,10 +40,12 @@ def model_settings(cfg, name: str) -> dict:
   """Schedule and optimizer of one model: DEFT's from folds/optim, a peer's from peers.NAME."""
   if name == "deft":
     f = cfg.folds
+    if f.prior not in fold_scores.PRIORS:
+      raise ValueError(f"folds.prior must be one of {fold_scores.PRIORS}, got {f.prior!r}")
     return dict(epochs=f.epochs, batch_size=f.batch_size, learning_rate=cfg.optim.learning_rate,
                 weight_decay=cfg.optim.weight_decay, warmup_epochs=f.warmup_epochs, ensemble=f.ensemble,
                 smoothing=f.label_smoothing, test_flip=f.test_flip, test_shift=f.test_shift,
-                average_epochs=f.average_epochs, ema=f.ema, pretrain=dict(f.pretrain))
+                average_epochs=f.average_epochs, ema=f.ema, prior=f.prior, pretrain=dict(f.pretrain))
   if name not in cfg.peers:
     raise ValueError(f"folds.models: {name!r} is not a model; known: {fold_models.MODELS}")
   return dict(cfg.peers[name])
@@ -114,6 +116,10 @@ def run_model(cfg, name: str, clips, plan, tokenizer, mesh, pretrain_clips=None,
   seconds = time.time() - start
   e, f = logits.shape[0], plan.num_folds
   probs = fold_scores.softmax(logits).reshape(e, ensemble, f, *logits.shape[2:]).mean(1)
+  prior = settings.get("prior", "none")
+  if prior != "none":  # scoring only: the corpus (or the whole) class mix of the fold's training clips
+    probs = fold_scores.prior_shift(probs, idx, plan.train, clips.label,
+                                    clips.dataset if prior == "corpus" else np.zeros(len(clips.label)))
   return dict(name=name, settings=settings, steps_per_epoch=steps, probs=probs, idx=idx, mask=mask,
               losses=losses.reshape(e, ensemble, f).mean(1), seconds=seconds)
 
@@ -186,13 +192,15 @@ def table(results: list[dict]) -> str:
 def run(cfg, workdir: str, builder=None) -> dict:
   """The whole LOSO of every model in cfg.folds.models; returns the first model's results."""
   from deft_jax.train import trainer  # pylint: disable=import-outside-toplevel
-  workdir = trainer.prepare_workdir(workdir)
-  start = time.time()
-  builder = builder or build.prepare(cfg.data.name, selection.data_dir(cfg), cfg.data.manual_dir or None)
   models = tuple(cfg.folds.models)
   unknown = [m for m in models if m not in fold_models.MODELS]
   if not models or unknown:
     raise ValueError(f"folds.models: {unknown or 'none'}; choose from {fold_models.MODELS}")
+  for name in models:  # every model's settings checked before a workdir, data or model is made
+    model_settings(cfg, name)
+  workdir = trainer.prepare_workdir(workdir)
+  start = time.time()
+  builder = builder or build.prepare(cfg.data.name, selection.data_dir(cfg), cfg.data.manual_dir or None)
   tokenizer = trainer.load_tokenizer(cfg, workdir) if "deft" in models else None
   face_size = cfg.model.structure.image_size if cfg.model.structure.enabled else 0
   clips = fold_data.load(source_of(cfg, builder), cfg.data.scheme, tokenizer, cfg.data.max_text_len, face_size,
