@@ -201,7 +201,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # 2002), or of all its training clips (the control). Scoring only: training is h_test_shift's.
         # Before this was written, the corpus point was probed on round 18's h_test_shift validation
         # predictions with corpus priors counted over all 442 clips (validation labels included):
-        # +0.006, +0.014, +0.012 UF1, UAR -0.005, -0.006, +0.000. No test clip was looked at.
+        # +0.006, +0.014, +0.012 UF1, UAR -0.012, -0.006, +0.005. No test clip was looked at.
         dict(name="o_prior_corpus", overrides={**ROUND11_BEST, "folds.prior": "corpus"}),
         dict(name="o_prior_all", overrides={**ROUND11_BEST, "folds.prior": "all"}),
     )
