@@ -18,7 +18,8 @@ What the search chose, against the first configuration: STSTNet's triple-stream 
 motion expert's transformer (width 64) with one token per 4 px cell, a summary token that keeps the stem
 map's layout, the (small, random) LLM trained whole at 2 layers of width 64, the LM term at
 x0.1, 16 epochs, AdamW weight decay 0.05, each clip scored as the mean over itself, its copies
-moved a pixel up, down, left and right, and the mirror images (u negated) of all five, and no
+moved a pixel up, down, left and right, and the mirror images (u negated) of all five, its
+probabilities moved by Bayes' rule to its corpus's class mix in the fold's training clips, and no
 structure expert (the one face crop per clip
 cost 0.04 validation UF1: identity, not motion). The structure expert is one override away
 (--config.model.structure.enabled=True).
@@ -96,9 +97,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         name_corpus=False,  # each prompt starts with the clip's corpus ("SAMM clip. Describe ...")
         average_epochs=1,  # honest prediction: mean probabilities of the last k epochs (k fixed beforehand)
         ema=0.0,  # score with the params' moving average over steps, this decay (0: the last step's params)
-        # Scoring: "corpus" moves each clip's probabilities by Bayes' rule from the balanced draws'
-        # uniform prior to the class mix of its corpus's training clips; "all": of all of them.
-        prior="none",
+        # Scoring: each clip's probabilities moved by Bayes' rule from the balanced draws' uniform
+        # prior to the class mix of the fold's training clips of its corpus ("all": of all of
+        # them; "none": as the model gives them)
+        prior="corpus",
         balance="sample",  # "sample": classes drawn equally often; "corpus": so within each corpus; "none"
         face_geometry="canonical",  # "placed": regions on each face's landmarks; "aligned": flow aligned by them
         centre_flow=False,  # u, v less their per-clip median (the still skin at 0)
@@ -111,12 +113,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         models=("deft", "ststnet"),  # the first writes DIR/results.json; the others DIR/peers/<name>/
     )
     # Peers, as their papers train and score them (STSTNet: the LOSO schedule measured in issue
-    # 12); `test_flip` / `test_shift` give them DEFT's scoring views, for a like-for-like look.
+    # 12); `test_flip` / `test_shift` / `prior` give them DEFT's scoring, for a like-for-like look.
     c.peers = dict(
         ststnet=dict(epochs=2 if tiny else 100, batch_size=8 if tiny else 32, learning_rate=4e-4, weight_decay=0.0,
-                     warmup_epochs=0, cosine=False, ensemble=1, smoothing=0.0, test_flip=False, test_shift=0.0),
+                     warmup_epochs=0, cosine=False, ensemble=1, smoothing=0.0, test_flip=False, test_shift=0.0,
+                     prior="none"),
         offapexnet=dict(epochs=2 if tiny else 100, batch_size=8 if tiny else 32, learning_rate=1e-4,
                         weight_decay=0.0, warmup_epochs=0, cosine=False, ensemble=1, smoothing=0.0,
-                        test_flip=False, test_shift=0.0),
+                        test_flip=False, test_shift=0.0, prior="none"),
     )
   return c

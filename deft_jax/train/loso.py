@@ -40,15 +40,19 @@ def model_settings(cfg, name: str) -> dict:
   """Schedule and optimizer of one model: DEFT's from folds/optim, a peer's from peers.NAME."""
   if name == "deft":
     f = cfg.folds
-    if f.prior not in fold_scores.PRIORS:
-      raise ValueError(f"folds.prior must be one of {fold_scores.PRIORS}, got {f.prior!r}")
-    return dict(epochs=f.epochs, batch_size=f.batch_size, learning_rate=cfg.optim.learning_rate,
+    settings = dict(epochs=f.epochs, batch_size=f.batch_size, learning_rate=cfg.optim.learning_rate,
                 weight_decay=cfg.optim.weight_decay, warmup_epochs=f.warmup_epochs, ensemble=f.ensemble,
                 smoothing=f.label_smoothing, test_flip=f.test_flip, test_shift=f.test_shift,
-                average_epochs=f.average_epochs, ema=f.ema, prior=f.prior, pretrain=dict(f.pretrain))
-  if name not in cfg.peers:
+                    average_epochs=f.average_epochs, ema=f.ema, prior=f.prior, pretrain=dict(f.pretrain))
+  elif name in cfg.peers:
+    settings = dict(cfg.peers[name])
+  else:
     raise ValueError(f"folds.models: {name!r} is not a model; known: {fold_models.MODELS}")
-  return dict(cfg.peers[name])
+  prior = settings.get("prior", "none")
+  if prior not in fold_scores.PRIORS:
+    where = "folds.prior" if name == "deft" else f"peers.{name}.prior"
+    raise ValueError(f"{where} must be one of {fold_scores.PRIORS}, got {prior!r}")
+  return settings
 
 
 def optimizer(settings: dict, total_steps: int, warmup_steps: int, frozen=()):
