@@ -41,8 +41,8 @@ def model_settings(cfg, name: str) -> dict:
   if name == "deft":
     f = cfg.folds
     settings = dict(epochs=f.epochs, batch_size=f.batch_size, learning_rate=cfg.optim.learning_rate,
-                weight_decay=cfg.optim.weight_decay, warmup_epochs=f.warmup_epochs, ensemble=f.ensemble,
-                smoothing=f.label_smoothing, test_flip=f.test_flip, test_shift=f.test_shift,
+                    weight_decay=cfg.optim.weight_decay, warmup_epochs=f.warmup_epochs, ensemble=f.ensemble,
+                    smoothing=f.label_smoothing, test_flip=f.test_flip, test_shift=f.test_shift,
                     average_epochs=f.average_epochs, ema=f.ema, prior=f.prior, pretrain=dict(f.pretrain))
   elif name in cfg.peers:
     settings = dict(cfg.peers[name])

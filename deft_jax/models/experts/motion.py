@@ -128,7 +128,6 @@ class MotionExpert(nn.Module):
     c = self.config
     flow = registry.resize_flow(flow.astype(jnp.float32), c.flow_size)
     x = flow / c.flow_scale
-    b = flow.shape[0]
     regions.grid_size(flow.shape[1], c.patch, "motion: flow")  # the flow must tile into patches
     conv = lambda features, name: convs.PatchConv(features, 3, 1, self.dtype, self.param_dtype, (None,) * 4, name=name)
     if c.stem == "streams":
