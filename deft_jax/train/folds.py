@@ -174,8 +174,9 @@ class Augment:
       on = jax.random.bernoulli(k_on, 0.5, (flow.shape[0],))
       side = self.erase / flow.shape[1]  # the square's side as a share of the image
       corner = jax.random.uniform(k_at, (flow.shape[0], 2), maxval=1.0 - side)  # (y, x) shares
-      flow = jax.vmap(functools.partial(_erase, side=side))(flow, corner, on)
-      face = None if face is None else jax.vmap(functools.partial(_erase, side=side))(face, corner, on)
+      erase = jax.vmap(functools.partial(_erase, side=side))
+      flow = erase(flow, corner, on)
+      face = None if face is None else erase(face, corner, on)
     if self.mixup:
       k_weight, k_perm = jax.random.split(jax.random.fold_in(rng, 2))  # kf, ka as without mixing
       n = flow.shape[0]

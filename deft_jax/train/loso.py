@@ -89,11 +89,10 @@ def pretrained(cfg, spec, clips, fields, settings: dict, mesh, log) -> dict:
   return {k: v[0] for k, v in params.items()}
 
 
-def run_model(cfg, name: str, clips, plan, tokenizer, mesh, pretrain_clips=None,
+def run_model(cfg, name: str, settings: dict, clips, plan, tokenizer, mesh, pretrain_clips=None,
               log=lambda line: print(line, flush=True)) -> dict:
-  """Trains `name` on every fold of `plan` (DEFT's folds starting from a model trained on
-  `pretrain_clips` when given); returns its scores and per-epoch probabilities."""
-  settings = model_settings(cfg, name)
+  """Trains `name` with its `model_settings` on every fold of `plan` (DEFT's folds starting from
+  a model trained on `pretrain_clips` when given); returns its scores and per-epoch probabilities."""
   classes = emotions.SCHEMES[cfg.data.scheme]
   data = {k: v for k, v in clips.arrays.items() if k != "face" or (name == "deft" and cfg.model.structure.enabled)}
   if name == "deft":
@@ -200,8 +199,7 @@ def run(cfg, workdir: str, builder=None) -> dict:
   unknown = [m for m in models if m not in fold_models.MODELS]
   if not models or unknown:
     raise ValueError(f"folds.models: {unknown or 'none'}; choose from {fold_models.MODELS}")
-  for name in models:  # every model's settings checked before a workdir, data or model is made
-    model_settings(cfg, name)
+  settings = {name: model_settings(cfg, name) for name in models}  # checked before a workdir or data is made
   workdir = trainer.prepare_workdir(workdir)
   start = time.time()
   builder = builder or build.prepare(cfg.data.name, selection.data_dir(cfg), cfg.data.manual_dir or None)
@@ -221,7 +219,7 @@ def run(cfg, workdir: str, builder=None) -> dict:
         f"{mesh.size} device(s)", flush=True)
   results = []
   for i, name in enumerate(models):
-    out = run_model(cfg, name, clips, plan, tokenizer, mesh, pretrain_clips)
+    out = run_model(cfg, name, settings[name], clips, plan, tokenizer, mesh, pretrain_clips)
     result, rows = summarise(cfg, out, clips, plan)
     write_model(workdir if i == 0 else os.path.join(workdir, "peers", name), cfg, out, result, rows, clips)
     results.append(result)
