@@ -102,7 +102,9 @@ def deft(cfg, tokenizer, sample: dict, smoothing: float = 0.0) -> Spec:
   base, start = pretrained_base(cfg, model, sample_batch) if cfg.model.llm_path else (None, None)
 
   def init(rng):
-    return {"params": nn.meta.unbox(model.init(rng, sample_batch)["params"])}
+    params = nn.meta.unbox(model.init(rng, sample_batch)["params"])
+    optimizer_lib.check_frozen(params, tuple(cfg.optim.frozen))
+    return {"params": params}
 
   def loss(variables, batch, rng):
     b = deft_batch(batch, False)

@@ -14,6 +14,17 @@ def param_labels(params, frozen: tuple[str, ...]):
       {k: "frozen" if any(p.search(k) for p in patterns) else "train" for k in flat}, sep="/")
 
 
+def check_frozen(params, frozen: tuple[str, ...]) -> None:
+  """Refuses a pattern that matches no parameter of the whole model: a typo would otherwise
+  train every weight it meant to freeze, silently."""
+  paths = list(traverse_util.flatten_dict(params, sep="/"))
+  idle = [p for p in frozen if not any(re.search(p, k) for k in paths)]
+  if idle:
+    examples = ", ".join(repr(k) for k in paths[:3])
+    raise ValueError(f"optim.frozen: {', '.join(repr(p) for p in idle)} matches no parameter (each pattern is "
+                     f"searched in paths like {examples}; {len(paths)} parameters)")
+
+
 def split_trainable(params, frozen: tuple[str, ...], sep: str | None = None) -> tuple[dict, dict]:
   """(trainable, frozen) flat {path: leaf} dicts; paths are tuples, or joined by `sep`."""
   labels = traverse_util.flatten_dict(param_labels(params, frozen), sep=sep)

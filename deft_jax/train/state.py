@@ -135,6 +135,7 @@ def abstract_state(cfg, model: deft.DeftModel, mesh, total_steps: int):
 
   def init_boxed(rng):
     params = model.init(rng, batch)["params"]
+    optimizer_lib.check_frozen(params, frozen_patterns)
     if trainable is not None:
       params = cast_trainable(params, frozen_patterns, trainable)
     train, fixed = split_params(params, frozen_patterns)
