@@ -14,6 +14,7 @@ from deft_jax.facs import catalogue
 from deft_jax.train import fold_models, optimizer, sharding, state as state_lib
 
 TYPO = r"^llm/layerz(_\d+)?/(?!.*lora_).*"  # "layerz": freezes nothing
+LORA_ONLY = r"^llm/layers(_\d+)?/(?!.*lora_).*"  # the search's base: LoRA alone trains in the LLM
 REFUSED = re.escape(f"optim.frozen: {TYPO!r} matches no parameter")
 
 
@@ -26,7 +27,7 @@ def tokenizer(tmp_path_factory):
 
 def test_check_frozen_names_the_idle_pattern_and_the_paths_it_searched():
   params = {"llm": {"layers_0": {"q_proj": {"kernel": 0, "lora_a": 0}}}, "motion": {"stem": {"kernel": 0}}}
-  optimizer.check_frozen(params, (r"^llm/layers(_\d+)?/(?!.*lora_).*", r"^motion/"))
+  optimizer.check_frozen(params, (LORA_ONLY, r"^motion/"))
   optimizer.check_frozen(params, ())
   with pytest.raises(ValueError, match=REFUSED) as info:
     optimizer.check_frozen(params, (r"^motion/", TYPO))
@@ -41,8 +42,8 @@ def test_the_trainer_refuses_a_pattern_that_matches_nothing(tokenizer):
     state_lib.abstract_state(cfg, model, sharding.make_mesh(cfg.mesh), 10)
 
 
-@pytest.mark.parametrize("frozen", [(TYPO,), (r"^llm/layers(_\d+)?/(?!.*lora_).*",)])
-def test_the_fold_program_refuses_it_too(tokenizer, frozen):
+def _fold_spec(tokenizer, frozen):
+  """The fold program's DEFT spec on the tiny composite config with these frozen patterns."""
   cfg = composite_flow.get_config("tiny")
   cfg.optim.frozen = frozen
   n, length = 2, cfg.data.max_text_len
@@ -50,11 +51,16 @@ def test_the_fold_program_refuses_it_too(tokenizer, frozen):
           "loss_mask": np.zeros((n, length), np.float32), "prompt_len": np.full((n,), 4, np.int32)}
   sample = {"flow": np.zeros((n, 28, 28, 3), np.float32), "aus": np.zeros((n, catalogue.NUM_AUS), np.float32),
             "label": np.zeros((n,), np.int32), **text, **{f"eval_{k}": v for k, v in text.items()}}
-  spec = fold_models.deft(cfg, tokenizer, sample)
-  if frozen == (TYPO,):
-    with pytest.raises(ValueError, match=REFUSED):
-      jax.eval_shape(spec.init, jax.random.key(0))
-  else:  # the search's LoRA-only pattern freezes the LLM's layers and nothing else
-    params = jax.eval_shape(spec.init, jax.random.key(0))["params"]
-    _, fixed = optimizer.split_trainable(params, frozen, sep="/")
-    assert fixed and all(k.startswith("llm/layers_") and "lora_" not in k for k in fixed)
+  return fold_models.deft(cfg, tokenizer, sample)
+
+
+def test_the_fold_program_refuses_it_too(tokenizer):
+  with pytest.raises(ValueError, match=REFUSED):
+    jax.eval_shape(_fold_spec(tokenizer, (TYPO,)).init, jax.random.key(0))
+
+
+def test_the_searchs_lora_only_pattern_freezes_the_llm_layers_and_nothing_else(tokenizer):
+  frozen = (LORA_ONLY,)
+  params = jax.eval_shape(_fold_spec(tokenizer, frozen).init, jax.random.key(0))["params"]
+  _, fixed = optimizer.split_trainable(params, frozen, sep="/")
+  assert fixed and all(k.startswith("llm/layers_") and "lora_" not in k for k in fixed)
