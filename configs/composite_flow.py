@@ -69,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.texture.enabled = False  # one face crop per clip: no clip to read
     c.model.motion = dict(enabled=True, flow_size=28, patch=4, flow_scale=1.0, encoder=encoder(2 * w, 1),
                           pooling="mean", stem="streams", stem_width=8, stem_filters=(3, 5, 8),
-                          summary_token=True)
+                          summary_tokens=1)
     c.model.llm.hidden_size = 2 * w
     c.model.llm.intermediate_size = 4 * w
     c.model.llm.num_hidden_layers = 2

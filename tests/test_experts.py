@@ -118,18 +118,33 @@ def test_streams_stem_is_ststnets_trunk_per_patch():
   got = state["intermediates"]["patch_embed"]["__call__"][0]
   assert got.shape == (2, 7, 7, 32)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
-  # The summary token reads the whole stem map, after the region tokens; the AU head does not.
-  with_summary = motion.MotionExpert(dataclasses.replace(cfg, summary_token=True))
-  v2 = with_summary.init(jax.random.key(0), flow)
-  (tokens2, aux2), state2 = with_summary.apply(v2, flow, capture_intermediates=True)
-  assert tokens2.shape == (2, len(catalogue.REGIONS) + 1, 32)
-  p2 = nn.meta.unbox(v2["params"])
-  stem_map = state2["intermediates"]["patch_embed"]["__call__"][0].reshape(2, -1)
-  np.testing.assert_allclose(np.asarray(tokens2[:, -1]), np.asarray(stem_map @ p2["summary"]["kernel"] + p2["summary"]["bias"]),
-                             rtol=1e-5, atol=1e-5)
-  assert p2["au_head"]["kernel"].shape[0] == len(catalogue.REGIONS) * 32
   with pytest.raises(ValueError, match="does not split into 5 px patches"):
     motion.MotionExpert(dataclasses.replace(cfg, patch=5)).init(jax.random.key(0), flow)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_summary_tokens_project_the_whole_stem_map(count):
+  """The summary tokens read the whole stem map, after the region tokens, each its own slice of
+  one projection; the AU head reads the region tokens alone."""
+  cfg = motion.MotionConfig(_ENC, flow_size=28, patch=4, stem="streams", summary_tokens=count)
+  flow = np.random.default_rng(count).normal(size=(2, 28, 28, 3)).astype(np.float32)
+  model = motion.MotionExpert(cfg)
+  variables = model.init(jax.random.key(0), flow)
+  (tokens, _), state = model.apply(variables, flow, capture_intermediates=True)
+  regions_n = len(catalogue.REGIONS)
+  assert tokens.shape == (2, regions_n + count, 32)
+  p = nn.meta.unbox(variables["params"])
+  stem_map = np.asarray(state["intermediates"]["patch_embed"]["__call__"][0]).reshape(2, -1)
+  kernel, bias = np.asarray(p["summary"]["kernel"]), np.asarray(p["summary"]["bias"])
+  for i in range(count):
+    want = stem_map @ kernel[:, 32 * i:32 * (i + 1)] + bias[32 * i:32 * (i + 1)]
+    np.testing.assert_allclose(np.asarray(tokens[:, regions_n + i]), want, rtol=1e-5, atol=1e-5)
+  assert p["au_head"]["kernel"].shape[0] == regions_n * 32
+
+
+def test_summary_tokens_refuse_a_negative_count():
+  with pytest.raises(ValueError, match="summary_tokens -1"):
+    motion.MotionConfig(_ENC, summary_tokens=-1)
 
 
 def test_regions_follow_landmarks():

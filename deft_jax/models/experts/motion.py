@@ -47,12 +47,14 @@ class MotionConfig:
   stem: str = "patch"
   stem_width: int = 16
   stem_filters: tuple[int, ...] = (3, 5, 8)
-  # One more token after the regions': the whole stem map (grid x grid x channels), flattened
-  # and projected, keeping the spatial layout that region pooling averages away (STSTNet's
-  # classifier reads this map the same way).
-  summary_token: bool = False
+  # Tokens after the regions': the whole stem map (grid x grid x channels), flattened and
+  # projected to this many tokens, keeping the spatial layout that region pooling averages away
+  # (STSTNet's classifier reads this map the same way).
+  summary_tokens: int = 0
 
   def __post_init__(self):
+    if self.summary_tokens < 0:
+      raise ValueError(f"motion summary_tokens {self.summary_tokens}; use 0 (none) or more")
     if self.pooling not in POOLINGS:
       raise ValueError(f"motion pooling {self.pooling!r}; use one of {POOLINGS}")
     if self.stem not in STEMS:
@@ -63,7 +65,7 @@ def config_from(node) -> MotionConfig:
   return MotionConfig(encoder_lib.EncoderConfig(**node.encoder.to_dict()), node.flow_size, node.patch,
                       node.flow_scale, node.pooling, node.get("stem", "patch"),
                       node.get("stem_width", 16), tuple(node.get("stem_filters", (3, 5, 8))),
-                      node.get("summary_token", False))
+                      node.get("summary_tokens", 0))
 
 
 def region_weights(size: int, patch: int) -> np.ndarray:
@@ -124,7 +126,7 @@ class MotionExpert(nn.Module):
   @nn.compact
   def __call__(self, flow, deterministic=True, region_boxes=None):
     """flow (B, S', S', 3), any S'; region_boxes (B, R, 4) or None (canonical boxes)
-    -> (region tokens (B, R, width) [+ the summary token], {"au_logits": (B, NUM_AUS)})."""
+    -> (region tokens (B, R, width) [+ the summary tokens], {"au_logits": (B, NUM_AUS)})."""
     c = self.config
     flow = registry.resize_flow(flow.astype(jnp.float32), c.flow_size)
     x = flow / c.flow_scale
@@ -140,8 +142,8 @@ class MotionExpert(nn.Module):
       x = encoder_lib.patch_embed(x, c.encoder.width, (c.patch, c.patch), self.dtype,
                                   self.param_dtype, "patch_embed")
     b, h, w, d = x.shape
-    summary = encoder_lib.dense(d, (None, "embed"), self.dtype, self.param_dtype, "summary")(
-        x.reshape(b, 1, h * w * d)) if c.summary_token else None
+    summary = encoder_lib.dense(c.summary_tokens * d, (None, "embed"), self.dtype, self.param_dtype, "summary")(
+        x.reshape(b, h * w * d)).reshape(b, c.summary_tokens, d) if c.summary_tokens else None
     x = x + encoder_lib.position_embedding(self, "position_embedding", (1, h, w, d))
     x = encoder_lib.Encoder(c.encoder, self.dtype, self.param_dtype, name="encoder")(
         x.reshape(b, h * w, d).astype(self.dtype), deterministic)
