@@ -33,6 +33,8 @@ def test_check_frozen_names_the_idle_pattern_and_the_paths_it_searched():
     optimizer.check_frozen(params, (r"^motion/", TYPO))
   assert "'llm/layers_0/q_proj/kernel'" in str(info.value) and "3 parameters" in str(info.value)
   assert r"'^motion/'" not in str(info.value)  # the pattern that freezes something is not named
+  with pytest.raises(ValueError, match=re.escape(f"{TYPO!r}, '^mot$' match no parameter")):
+    optimizer.check_frozen(params, (TYPO, "^mot$"))
 
 
 def test_the_trainer_refuses_a_pattern_that_matches_nothing(tokenizer):

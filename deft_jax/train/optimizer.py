@@ -21,7 +21,8 @@ def check_frozen(params, frozen: tuple[str, ...]) -> None:
   idle = [p for p in frozen if not any(re.search(p, k) for k in paths)]
   if idle:
     examples = ", ".join(repr(k) for k in paths[:3])
-    raise ValueError(f"optim.frozen: {', '.join(repr(p) for p in idle)} matches no parameter (each pattern is "
+    verb = "matches" if len(idle) == 1 else "match"
+    raise ValueError(f"optim.frozen: {', '.join(repr(p) for p in idle)} {verb} no parameter (each pattern is "
                      f"searched in paths like {examples}; {len(paths)} parameters)")
 
 
