@@ -87,6 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_folds=0,  # 0: leave-one-subject-out; k: k subject-grouped folds
         val_groups=5,  # validation mode: training subjects fall into this many groups
         subjects=(),  # only the folds of these test subjects (a quick look); (): all
+        train_share=1.0,  # < 1: each fold trains on this share of its training subjects (a learning curve)
         epochs=2 if tiny else 16,
         warmup_epochs=0 if tiny else 2,
         batch_size=8 if tiny else 16,

@@ -47,6 +47,25 @@ def test_grouped_folds_and_subject_errors():
   assert folds.plan(SUBJECTS, subject_list=("c",)).names == ("c",)
 
 
+@pytest.mark.parametrize("mode", folds.MODES)
+def test_train_share_trains_each_fold_on_a_seeded_share_of_its_training_subjects(mode):
+  subjects = np.repeat([f"s{i:02d}" for i in range(20)], 3)
+  full = folds.plan(subjects, mode, num_folds=4, val_groups=2, seed=5)
+  half = folds.plan(subjects, mode, num_folds=4, val_groups=2, seed=5, train_share=0.5)
+  np.testing.assert_array_equal(half.test, full.test)
+  np.testing.assert_array_equal(half.scored, full.scored)  # the same clips scored
+  for kept, every in zip(half.train, full.train):
+    assert not (kept & ~every).any()  # only the fold's own training clips
+    names = set(subjects[kept])
+    assert len(names) == round(0.5 * len(set(subjects[every])))
+    np.testing.assert_array_equal(kept, every & np.isin(subjects, sorted(names)))  # whole subjects
+  one = folds.plan(subjects, mode, num_folds=4, val_groups=2, seed=5, train_share=0.01)
+  assert [len(set(subjects[row])) for row in one.train] == [1] * 4  # at least one subject
+  for bad in (0.0, 1.5):
+    with pytest.raises(ValueError, match=f"folds.train_share={bad}: needs a share in"):
+      folds.plan(subjects, mode, train_share=bad)
+
+
 def test_sampling_weights_are_zero_on_held_out_clips_and_balance_classes():
   p = folds.plan(SUBJECTS)
   w = folds.sampling_weights(p.train, LABELS, "sample")

@@ -49,11 +49,15 @@ class FoldPlan:
 
 
 def plan(subjects, mode: str = "test", num_folds: int = 0, val_groups: int = 5, seed: int = 0,
-         subject_list=()) -> FoldPlan:
+         subject_list=(), train_share: float = 1.0) -> FoldPlan:
   """Folds over the clips' `subjects`: one per subject (num_folds 0: LOSO) or num_folds groups
-  of subjects (a seeded shuffle); subject_list limits the test folds to those subjects."""
+  of subjects (a seeded shuffle); subject_list limits the test folds to those subjects.
+  train_share < 1 trains each fold on that share of its training subjects (drawn by the seed,
+  at least one), the rest neither trained on nor scored: a learning curve over subjects."""
   if mode not in MODES:
     raise ValueError(f"folds.mode must be one of {MODES}, got {mode!r}")
+  if not 0.0 < train_share <= 1.0:
+    raise ValueError(f"folds.train_share={train_share}: needs a share in (0, 1]")
   subjects = np.asarray(subjects)
   names = sorted(set(subjects.tolist()))
   unknown = sorted(set(subject_list) - set(names))
@@ -82,9 +86,23 @@ def plan(subjects, mode: str = "test", num_folds: int = 0, val_groups: int = 5, 
       scored.append(np.isin(subjects, sorted(val)))
     scored = np.stack(scored)
     train = ~test & ~scored
+  if train_share < 1.0:
+    train = _keep_share(subjects, train, train_share, seed)
   if not train.any(1).all():
     raise ValueError("a fold has no training clips left")
   return FoldPlan(tuple("+".join(g) for g in groups), train, scored, test, mode)
+
+
+def _keep_share(subjects, train: np.ndarray, share: float, seed: int) -> np.ndarray:
+  """Each fold's training mask limited to a seeded draw of round(share x n) of its n training
+  subjects (at least one)."""
+  rng = np.random.default_rng([seed, 1])
+  kept = []
+  for row in train:
+    names = sorted(set(subjects[row].tolist()))
+    keep = rng.permutation(names)[:max(1, round(share * len(names)))]
+    kept.append(row & np.isin(subjects, keep))
+  return np.stack(kept)
 
 
 def sampling_weights(train: np.ndarray, labels: np.ndarray, balance: str, corpora=None) -> np.ndarray:

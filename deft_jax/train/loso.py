@@ -208,7 +208,7 @@ def run(cfg, workdir: str, builder=None) -> dict:
   clips = fold_data.load(source_of(cfg, builder), cfg.data.scheme, tokenizer, cfg.data.max_text_len, face_size,
                          cfg.folds.face_geometry, cfg.folds.centre_flow, cfg.folds.name_corpus)
   plan = folds_lib.plan(clips.subject, cfg.folds.mode, cfg.folds.num_folds, cfg.folds.val_groups, cfg.seed,
-                        tuple(cfg.folds.subjects))
+                        tuple(cfg.folds.subjects), cfg.folds.train_share)
   pretrain_clips = None
   if "deft" in models and cfg.folds.pretrain.epochs:
     corpus = build.prepare(cfg.folds.pretrain.data, selection.data_dir(cfg), None)
