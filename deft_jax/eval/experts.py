@@ -52,7 +52,7 @@ def region_scores(model: deft.DeftModel, params, batch) -> np.ndarray:
 def _region_shares(model: deft.DeftModel, params, batch):
   """One compiled program (applied op by op, the encoders took ~15 s of dispatch on CPU)."""
   _, aux = model.apply({"params": params}, batch, method=deft.DeftModel.encode)
-  # The region tokens come first (a summary token, when configured, follows them).
+  # The region tokens come first (the summary tokens, when configured, follow them).
   regional = aux["tokens"]["motion"][:, :len(catalogue.REGIONS)]
   norms = jnp.linalg.norm(regional.astype(jnp.float32), axis=-1)
   return norms / jnp.maximum(norms.sum(-1, keepdims=True), 1e-9)
