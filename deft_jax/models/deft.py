@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from deft_jax.data import schema
+from deft_jax.models import adversary as adversary_lib
 from deft_jax.models import llm as llm_lib
 from deft_jax.models import lora as lora_lib
 from deft_jax.models.experts import encoder, registry
@@ -36,6 +37,9 @@ class DeftConfig:
   expert_specs: tuple[tuple[str, registry.Expert, Any], ...] = ()
   lora: lora_lib.LoraConfig | None = None
   projector_hidden: int = 0  # 0: the LLM width
+  # > 0: a domain adversary names each clip's subject (or corpus) among this many from the
+  # emotion head's feature, through a gradient reversal (models/adversary.py); 0: none.
+  adversary_classes: int = 0
 
   @property
   def experts(self) -> tuple[str, ...]:
@@ -74,6 +78,8 @@ class DeftModel(nn.Module):
                        for name in c.experts}
     self.llm = llm_lib.DecoderLM(c.llm, c.lora, dt, pdt, self.remat, self.scan_layers)
     self.emotion_head = encoder.dense(c.num_classes, ("embed", None), dt, pdt, "emotion_head")
+    if c.adversary_classes:
+      self.adversary = adversary_lib.Adversary(c.adversary_classes, width, dt, pdt, name="adversary")
 
   def encode(self, batch, deterministic=True, drop: tuple[str, ...] = ()):
     """Prefix embeddings (B, P, D), and per-expert projected tokens, pooled features and AU logits.
@@ -98,7 +104,8 @@ class DeftModel(nn.Module):
     return jnp.concatenate(parts, axis=1), {"pooled": pooled, "tokens": projected, "au_logits": au_logits}
 
   def __call__(self, batch, deterministic=True, drop: tuple[str, ...] = ()):
-    """LM logits for the text tokens (next-token, aligned with text_ids), emotion and AU logits."""
+    """LM logits for the text tokens (next-token, aligned with text_ids), emotion and AU logits
+    (and the adversary's, when the model has one)."""
     prefix, aux = self.encode(batch, deterministic, drop)
     text_ids, text_mask = batch["text_ids"], batch["text_mask"]
     p, n = prefix.shape[1], text_ids.shape[1]
@@ -112,6 +119,7 @@ class DeftModel(nn.Module):
         "emotion_logits": self.emotion_head(cls).astype(jnp.float32),
         "au_logits": aux["au_logits"],
         "pooled": aux["pooled"],
+        "adversary_logits": self.adversary(cls).astype(jnp.float32) if self.config.adversary_classes else None,
     }
 
   def prompt(self, batch, prompt_len: int):

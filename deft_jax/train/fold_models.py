@@ -64,7 +64,8 @@ def deft_batch(batch: dict, evaluation: bool) -> dict:
   prefix = "eval_" if evaluation else ""
   out = {"flow": batch["flow"], "aus": batch["aus"], "label": batch["label"],
          **{k: batch[prefix + k] for k in ("text_ids", "text_mask", "loss_mask", "prompt_len")}}
-  for key in ("region_boxes", "mix_weight", "mix_label"):  # placed regions (folds.face_geometry), mixup
+  # placed regions (folds.face_geometry), mixup, the domain adversary's target (folds.adversary)
+  for key in ("region_boxes", "mix_weight", "mix_label", "adversary_label"):
     if key in batch:
       out[key] = batch[key]
   if "face" in batch:  # only when the structure expert reads it
@@ -93,10 +94,13 @@ def pretrained_base(cfg, model, sample_batch) -> tuple[dict, dict]:
   return base, {k: v for k, v in loaded.items() if k in train}
 
 
-def deft(cfg, tokenizer, sample: dict, smoothing: float = 0.0) -> Spec:
+def deft(cfg, tokenizer, sample: dict, smoothing: float = 0.0, adversary_classes: int = 0) -> Spec:
   """DEFT as configured (experts -> projectors -> LLM + LoRA) with its hybrid loss; with
-  model.llm_path, over the checkpoint's frozen base (pretrained_base)."""
+  model.llm_path, over the checkpoint's frozen base (pretrained_base); with `adversary_classes`,
+  a domain adversary naming each clip's `adversary_label` among them (models/adversary.py)."""
   model = state_lib.make_model(cfg, tokenizer)
+  if adversary_classes:
+    model = model.clone(config=dataclasses.replace(model.config, adversary_classes=adversary_classes))
   weights = dict(cfg.loss)
   sample_batch = deft_batch(jax.tree.map(lambda x: x[:1], sample), False)
   base, start = pretrained_base(cfg, model, sample_batch) if cfg.model.llm_path else (None, None)

@@ -36,6 +36,15 @@ def source_of(cfg, builder):
     raise build.DatasetError(f"{cfg.data.name}: cannot read splits {splits!r} ({e})") from None
 
 
+ADVERSARY_TARGETS = ("none", "subject", "corpus")
+
+
+def adversary_labels(target: str, clips) -> tuple[int, np.ndarray]:
+  """(classes, (N,) index of each clip's subject or corpus): the domain adversary's targets."""
+  names, labels = np.unique({"subject": clips.subject, "corpus": clips.dataset}[target], return_inverse=True)
+  return len(names), labels.astype(np.int32)
+
+
 def model_settings(cfg, name: str) -> dict:
   """Schedule and optimizer of one model: DEFT's from folds/optim, a peer's from peers.NAME."""
   if name == "deft":
@@ -43,7 +52,13 @@ def model_settings(cfg, name: str) -> dict:
     settings = dict(epochs=f.epochs, batch_size=f.batch_size, learning_rate=cfg.optim.learning_rate,
                     weight_decay=cfg.optim.weight_decay, warmup_epochs=f.warmup_epochs, ensemble=f.ensemble,
                     smoothing=f.label_smoothing, test_flip=f.test_flip, test_shift=f.test_shift,
-                    average_epochs=f.average_epochs, ema=f.ema, prior=f.prior, pretrain=dict(f.pretrain))
+                    average_epochs=f.average_epochs, ema=f.ema, prior=f.prior, pretrain=dict(f.pretrain),
+                    adversary=f.adversary)
+    if settings["adversary"] not in ADVERSARY_TARGETS:
+      raise ValueError(f"folds.adversary must be one of {ADVERSARY_TARGETS}, got {settings['adversary']!r}")
+    if settings["adversary"] != "none" and f.pretrain.epochs:
+      raise ValueError("folds.adversary names the composite's subjects or corpora; it cannot also pretrain "
+                       f"on {f.pretrain.data} (folds.pretrain.epochs={f.pretrain.epochs}): set one of them off")
   elif name in cfg.peers:
     settings = dict(cfg.peers[name])
   else:
@@ -96,7 +111,10 @@ def run_model(cfg, name: str, settings: dict, clips, plan, tokenizer, mesh, pret
   classes = emotions.SCHEMES[cfg.data.scheme]
   data = {k: v for k, v in clips.arrays.items() if k != "face" or (name == "deft" and cfg.model.structure.enabled)}
   if name == "deft":
-    spec = fold_models.deft(cfg, tokenizer, data, settings["smoothing"])
+    adversary = 0
+    if settings.get("adversary", "none") != "none":
+      adversary, data["adversary_label"] = adversary_labels(settings["adversary"], clips)
+    spec = fold_models.deft(cfg, tokenizer, data, settings["smoothing"], adversary)
     if pretrain_clips is not None:
       spec = dataclasses.replace(spec, start={**(spec.start or {}),
                                               **pretrained(cfg, spec, pretrain_clips, data, settings, mesh, log)})

@@ -4,7 +4,10 @@
   emotion:       cross-entropy of the classifier head on the last instruction token (against
                  mixed or smoothed targets where the fold program asks: emotion_loss);
   au:            binary cross-entropy of the motion expert's AU head;
-  decorrelation: keeps the three experts' pooled features apart (below).
+  decorrelation: keeps the three experts' pooled features apart (below);
+  adversary:     cross-entropy of the domain adversary naming each clip's subject or corpus
+                 (models/adversary.py; its gradient reversal makes the features beneath it
+                 ascend this term while the adversary descends it).
 Each is weighted by config.loss.<term>; a weight of 0 (or a missing one) leaves the term out of
 the total, though it is still computed and logged.
 """
@@ -70,5 +73,8 @@ def hybrid_loss(outputs, batch, weights, lm_tokens=None, smoothing: float = 0.0)
     terms["au"] = optax.sigmoid_binary_cross_entropy(outputs["au_logits"], batch["aus"]).mean()
   if len(outputs.get("pooled", {})) > 1:
     terms["decorrelation"] = decorrelation_loss(outputs["pooled"])
+  if outputs.get("adversary_logits") is not None:
+    terms["adversary"] = optax.softmax_cross_entropy_with_integer_labels(outputs["adversary_logits"],
+                                                                         batch["adversary_label"]).mean()
   total = sum(weights.get(k, 0.0) * v for k, v in terms.items() if weights.get(k, 0.0))
   return total, terms
