@@ -249,5 +249,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                                        "loss.adversary": 0.3}),
         dict(name="t_adversary_corpus0.1", overrides={**ROUND19_BEST, "folds.adversary": "corpus",
                                                       "loss.adversary": 0.1}),
+        # Round 23's outcome: all three lost (-0.0055, -0.014, -0.012; UAR -0.005, -0.013,
+        # -0.013); o_prior_corpus stays.
     )
   return c

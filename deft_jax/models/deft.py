@@ -51,7 +51,7 @@ class DeftConfig:
 
 
 class Projector(nn.Module):
-  """Two-layer MLP from an expert's width to the LLM's (as LLaVA-1.5)."""
+  """Two-layer MLP from an expert's width to the LLM's (as LLaVA-1.5); also the domain adversary."""
   hidden: int
   out: int
   dtype: Any = jnp.float32
@@ -79,7 +79,7 @@ class DeftModel(nn.Module):
     self.llm = llm_lib.DecoderLM(c.llm, c.lora, dt, pdt, self.remat, self.scan_layers)
     self.emotion_head = encoder.dense(c.num_classes, ("embed", None), dt, pdt, "emotion_head")
     if c.adversary_classes:
-      self.adversary = adversary_lib.Adversary(c.adversary_classes, width, dt, pdt, name="adversary")
+      self.adversary = Projector(width, c.adversary_classes, dt, pdt, name="adversary")
 
   def encode(self, batch, deterministic=True, drop: tuple[str, ...] = ()):
     """Prefix embeddings (B, P, D), and per-expert projected tokens, pooled features and AU logits.
@@ -119,7 +119,8 @@ class DeftModel(nn.Module):
         "emotion_logits": self.emotion_head(cls).astype(jnp.float32),
         "au_logits": aux["au_logits"],
         "pooled": aux["pooled"],
-        "adversary_logits": self.adversary(cls).astype(jnp.float32) if self.config.adversary_classes else None,
+        "adversary_logits": (self.adversary(adversary_lib.reverse_gradient(cls)).astype(jnp.float32)
+                             if self.config.adversary_classes else None),
     }
 
   def prompt(self, batch, prompt_len: int):
