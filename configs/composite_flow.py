@@ -115,6 +115,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # Before the folds: one model trained this many epochs on another corpus's clips (its flow
         # put in the composite's form), every fold starting from it; 0: none.
         pretrain=dict(data="synthetic_me/megc2019", split="train+test", epochs=0, warmup_epochs=2 if not tiny else 0),
+        # Another corpus whose clips join every fold's training clips (flow put in the composite's
+        # form), never scored: e.g. a licensed corpus's builder, data="casme3/...", its manual_dir
+        # where it needs building; "": none. Every model of folds.models trains on them.
+        extra=dict(data="", split="train+test", manual_dir=""),
         models=("deft", "ststnet"),  # the first writes DIR/results.json; the others DIR/peers/<name>/
     )
     # Peers, as their papers train and score them (STSTNet: the LOSO schedule measured in issue

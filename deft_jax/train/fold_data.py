@@ -33,6 +33,18 @@ class Clips:
 
 
 
+def join(clips: Clips, more: Clips, where: str = "the other corpus") -> Clips:
+  """`clips` then `more`, field by field; every field must be in both, alike beyond the clip axis."""
+  if set(clips.arrays) != set(more.arrays):
+    raise ValueError(f"{where}: its clips have fields {sorted(more.arrays)}; expected {sorted(clips.arrays)}")
+  for key, array in clips.arrays.items():
+    if array.shape[1:] != more.arrays[key].shape[1:]:
+      raise ValueError(f"{where}: field {key!r} has shape {more.arrays[key].shape[1:]} per clip; "
+                       f"expected {array.shape[1:]}")
+  arrays = {k: np.concatenate([v, more.arrays[k].astype(v.dtype)]) for k, v in clips.arrays.items()}
+  return Clips(arrays, clips.subject + more.subject, clips.clip + more.clip, clips.dataset + more.dataset)
+
+
 def _answer(record, scheme: str) -> str:
   label = emotions.SCHEMES[scheme][pipeline.record_label(record, scheme)]
   if "answer" in record:

@@ -93,6 +93,14 @@ def plan(subjects, mode: str = "test", num_folds: int = 0, val_groups: int = 5, 
   return FoldPlan(tuple("+".join(g) for g in groups), train, scored, test, mode)
 
 
+def with_extra_training(plan: FoldPlan, n: int) -> FoldPlan:
+  """`plan` over N clips extended to N + n: the n clips appended (another corpus's) train in every
+  fold and are never held out or scored."""
+  ones, zeros = np.ones((plan.num_folds, n), bool), np.zeros((plan.num_folds, n), bool)
+  return dataclasses.replace(plan, train=np.concatenate([plan.train, ones], 1),
+                             scored=np.concatenate([plan.scored, zeros], 1), test=np.concatenate([plan.test, zeros], 1))
+
+
 def _keep_share(subjects, train: np.ndarray, share: float, seed: int) -> np.ndarray:
   """Each fold's training mask limited to a seeded draw of round(share x n) of its n training
   subjects (at least one)."""

@@ -145,7 +145,7 @@ def run_model(cfg, name: str, settings: dict, clips, plan, tokenizer, mesh, pret
               losses=losses.reshape(e, ensemble, f).mean(1), seconds=seconds)
 
 
-def summarise(cfg, out: dict, clips, plan) -> dict:
+def summarise(cfg, out: dict, clips, plan, extra_clips: int = 0) -> dict:
   classes = emotions.SCHEMES[cfg.data.scheme]
   probs, idx, mask = out["probs"], out["idx"], out["mask"]
   average = int(out["settings"].get("average_epochs", 1))
@@ -167,6 +167,8 @@ def summarise(cfg, out: dict, clips, plan) -> dict:
       "steps": int(probs.shape[0] * out["steps_per_epoch"]), "train_seconds": round(out["seconds"], 1),
       "settings": out["settings"], "seed": cfg.seed,
   }
+  if extra_clips:
+    result["extra_training"] = {"data": cfg.folds.extra.data, "split": cfg.folds.extra.split, "clips": extra_clips}
   if out["name"] == "deft" and cfg.model.llm_path:  # the pretrained base every fold read
     result["llm_base"] = init_from.base_fingerprint(cfg)
   if validation:
@@ -210,6 +212,16 @@ def table(results: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def other_corpus(cfg, node):
+  """The data source of another corpus than the one under test (folds.pretrain, folds.extra):
+  `node.data` in the job's data_dir, built from `node.manual_dir` if it needs building."""
+  corpus = build.prepare(node.data, selection.data_dir(cfg), node.get("manual_dir") or None)
+  try:
+    return corpus.as_data_source(split=node.split)
+  except ValueError as e:
+    raise build.DatasetError(f"{node.data}: cannot read splits {node.split!r} ({e})") from None
+
+
 def run(cfg, workdir: str, builder=None) -> dict:
   """The whole LOSO of every model in cfg.folds.models; returns the first model's results."""
   from deft_jax.train import trainer  # pylint: disable=import-outside-toplevel
@@ -218,6 +230,9 @@ def run(cfg, workdir: str, builder=None) -> dict:
   if not models or unknown:
     raise ValueError(f"folds.models: {unknown or 'none'}; choose from {fold_models.MODELS}")
   settings = {name: model_settings(cfg, name) for name in models}  # checked before a workdir or data is made
+  if cfg.folds.extra.data and cfg.folds.extra.data.split(":")[0] == cfg.data.name.split(":")[0]:
+    raise ValueError(f"folds.extra.data={cfg.folds.extra.data!r} is the dataset under test ({cfg.data.name}): "
+                     "its clips would train the folds that score them")
   workdir = trainer.prepare_workdir(workdir)
   start = time.time()
   builder = builder or build.prepare(cfg.data.name, selection.data_dir(cfg), cfg.data.manual_dir or None)
@@ -227,18 +242,24 @@ def run(cfg, workdir: str, builder=None) -> dict:
                          cfg.folds.face_geometry, cfg.folds.centre_flow, cfg.folds.name_corpus)
   plan = folds_lib.plan(clips.subject, cfg.folds.mode, cfg.folds.num_folds, cfg.folds.val_groups, cfg.seed,
                         tuple(cfg.folds.subjects), cfg.folds.train_share)
-  pretrain_clips = None
+  size = clips.arrays["flow"].shape[1]
+  pretrain_clips, extra = None, ()
   if "deft" in models and cfg.folds.pretrain.epochs:
-    corpus = build.prepare(cfg.folds.pretrain.data, selection.data_dir(cfg), None)
-    pretrain_clips = fold_data.load(corpus.as_data_source(split=cfg.folds.pretrain.split), cfg.data.scheme, tokenizer,
-                                    cfg.data.max_text_len, face_size, composite_size=clips.arrays["flow"].shape[1])
+    pretrain_clips = fold_data.load(other_corpus(cfg, cfg.folds.pretrain), cfg.data.scheme, tokenizer,
+                                    cfg.data.max_text_len, face_size, composite_size=size)
+  if cfg.folds.extra.data:  # another corpus's clips in every fold's training set, never scored
+    extra = fold_data.load(other_corpus(cfg, cfg.folds.extra), cfg.data.scheme, tokenizer, cfg.data.max_text_len,
+                           clips.arrays["face"].shape[1], cfg.folds.face_geometry, cfg.folds.centre_flow, cfg.folds.name_corpus, size)
+    clips = fold_data.join(clips, extra, f"folds.extra.data={cfg.folds.extra.data}")
+    plan = folds_lib.with_extra_training(plan, len(extra))
+    print(f"{cfg.folds.extra.data}: {len(extra)} clips join every fold's training clips", flush=True)
   mesh = folds_lib.fold_mesh()
   print(f"{cfg.data.name}: {len(clips)} clips, {plan.num_folds} folds ({plan.mode}), models {', '.join(models)}, "
         f"{mesh.size} device(s)", flush=True)
   results = []
   for i, name in enumerate(models):
     out = run_model(cfg, name, settings[name], clips, plan, tokenizer, mesh, pretrain_clips)
-    result, rows = summarise(cfg, out, clips, plan)
+    result, rows = summarise(cfg, out, clips, plan, len(extra))
     write_model(workdir if i == 0 else os.path.join(workdir, "peers", name), cfg, out, result, rows, clips)
     results.append(result)
     line = f"{name}: UF1 {result['uf1']:.4f} UAR {result['uar']:.4f}"
