@@ -249,13 +249,14 @@ def run(cfg, workdir: str, builder=None) -> dict:
                                     cfg.data.max_text_len, face_size, composite_size=size)
   if cfg.folds.extra.data:  # another corpus's clips in every fold's training set, never scored
     extra = fold_data.load(other_corpus(cfg, cfg.folds.extra), cfg.data.scheme, tokenizer, cfg.data.max_text_len,
-                           clips.arrays["face"].shape[1], cfg.folds.face_geometry, cfg.folds.centre_flow, cfg.folds.name_corpus, size)
+                           clips.arrays["face"].shape[1], cfg.folds.face_geometry, cfg.folds.centre_flow,
+                           cfg.folds.name_corpus, size)
     clips = fold_data.join(clips, extra, f"folds.extra.data={cfg.folds.extra.data}")
     plan = folds_lib.with_extra_training(plan, len(extra))
     print(f"{cfg.folds.extra.data}: {len(extra)} clips join every fold's training clips", flush=True)
   mesh = folds_lib.fold_mesh()
-  print(f"{cfg.data.name}: {len(clips)} clips, {plan.num_folds} folds ({plan.mode}), models {', '.join(models)}, "
-        f"{mesh.size} device(s)", flush=True)
+  print(f"{cfg.data.name}: {len(clips) - len(extra)} clips, {plan.num_folds} folds ({plan.mode}), "
+        f"models {', '.join(models)}, {mesh.size} device(s)", flush=True)
   results = []
   for i, name in enumerate(models):
     out = run_model(cfg, name, settings[name], clips, plan, tokenizer, mesh, pretrain_clips)
