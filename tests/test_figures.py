@@ -58,3 +58,25 @@ def test_prediction_tick_labels_do_not_overlap_the_next_panel(figures):
     assert labels, "the bar panel has named ticks"
     left_edge = left.get_window_extent(renderer).x1
     assert min(b.x0 for b in labels) > left_edge, (right.get_title(), min(b.x0 for b in labels), left_edge)
+
+
+def test_sweep_figure_draws_each_points_seeds_and_their_mean_in_order(figures):
+  from deft_jax.train import sweep  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng()
+  scores = {f"p{i}": dict(enumerate(rng.uniform(0.5, 0.8, 3).round(4).tolist())) for i in range(4)}
+  rows = [{"point": p, "seed": s, "fold": "", "uf1": v} for p, vs in scores.items() for s, v in vs.items()]
+  rows += [{"point": "p0", "seed": "mean of 3", "fold": "", "uf1": 0.0}]  # a mean row is not a seed
+  rows += [{"point": "loso", "seed": 0, "fold": f, "uf1": v} for f, v in [("fold0", 0.1), ("pooled (2 folds)", 0.7)]]
+  assert sweep.seed_scores(rows) == {**scores, "loso": {0: 0.7}}
+  plots.sweep_points(sweep.seed_scores(rows), "unused.png")
+  (fig,) = figures
+  ax = fig.axes[0]
+  assert [t.get_text() for t in ax.get_yticklabels()] == [*scores, "loso"]
+  dots = [line for line in ax.get_lines() if line.get_marker() == "o"]
+  means = [line for line in ax.get_lines() if line.get_marker() == "D"]
+  for y, (name, values) in enumerate(scores.items()):
+    np.testing.assert_allclose([d.get_xdata()[0] for d in dots[3 * y:3 * y + 3]], list(values.values()))
+    assert all(d.get_ydata()[0] == y for d in dots[3 * y:3 * y + 3])
+    assert [d.get_color() for d in dots[3 * y:3 * y + 3]] == [d.get_color() for d in dots[:3]]  # a colour per seed
+    np.testing.assert_allclose(means[y].get_xdata(), [np.mean(list(values.values()))])
+  assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["seed 0", "seed 1", "seed 2"]

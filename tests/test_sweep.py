@@ -62,6 +62,7 @@ def test_sweep_writes_table_pools_loso_and_skips_finished_runs(tmp_path_factory,
   assert float(rows[6]["uf1"]) == pytest.approx(np.mean(uf1), abs=1e-4)
   assert float(rows[6]["uf1_std"]) == pytest.approx(np.std(uf1, ddof=1), abs=1e-4)
   assert (tmp_path / "results.md").read_text().count("\n") == 2 + len(rows)
+  assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
   # A restart trains only what is unfinished.
   finished = (tmp_path / "full__seed1__fold1" / "results.json").read_text()

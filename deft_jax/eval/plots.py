@@ -68,6 +68,27 @@ def curves(rows: list[dict], path, weights: dict[str, float] | None = None, test
   _save(fig, path)
 
 
+def sweep_points(scores: dict[str, dict], path, metric: str = "uf1") -> None:
+  """One row per sweep point ({point: {seed: score}}), in order: each seed's score a dot in that
+  seed's colour, their mean a diamond, so a margin between points can be read against the spread
+  between seeds (and a seed that is high everywhere stands out)."""
+  names = list(scores)
+  seeds = list(dict.fromkeys(seed for per_seed in scores.values() for seed in per_seed))
+  colours = {seed: plt.cm.tab10(i % 10) for i, seed in enumerate(seeds)}
+  fig, ax = plt.subplots(figsize=(7, 1.0 + 0.28 * len(names)))
+  for y, name in enumerate(names):
+    for seed, value in scores[name].items():
+      ax.plot([value], [y], "o", color=colours[seed], alpha=0.7, markersize=5,
+              label=f"seed {seed}" if name == next(n for n in names if seed in scores[n]) else None)
+    ax.plot([np.mean(list(scores[name].values()))], [y], "D", color="black", markersize=6)
+  ax.set_yticks(range(len(names)), names, fontsize=8)
+  ax.invert_yaxis()
+  ax.grid(axis="x", alpha=0.3)
+  ax.set_xlabel(f"{metric} (dots: seeds; diamond: their mean)")
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+  _save(fig, path)
+
+
 def au_cues(per_au: dict[str, dict], path, answers: int | None = None, clips: int | None = None) -> None:
   """Precision and recall of the AUs cited in generated answers, per AU (missing: undefined);
   the title says from how many answers, of how many test clips."""

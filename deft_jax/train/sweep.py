@@ -24,6 +24,8 @@ checkpoint). DIR/results.csv and DIR/results.md list every run's overrides and s
 LOSO each point and seed also gets a row scored on ONE confusion matrix pooled over its folds
 (deft_jax.eval.metrics; the pooled log and scores go to DIR/<name>[__seed<s>]__loso/); with
 several seeds each point gets a mean and standard deviation over them (deft_jax.eval.aggregate).
+DIR/results.png draws each point's UF1 per seed beside their mean, to read margins against the
+seed spread.
 """
 
 import csv
@@ -35,7 +37,7 @@ import jax
 import numpy as np
 
 from deft_jax.data import build, selection
-from deft_jax.eval import aggregate, log as log_lib, metrics
+from deft_jax.eval import aggregate, log as log_lib, metrics, plots
 from deft_jax.train import trainer
 
 SCORES = ("uf1", "uar", "accuracy", "num_test_clips", "train_seconds")
@@ -220,6 +222,17 @@ def write_table(rows: list[dict], workdir: str) -> None:
   lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table]
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
+  plots.sweep_points(seed_scores(rows), os.path.join(workdir, "results.png"))
+
+
+def seed_scores(rows: list[dict], metric: str = "uf1") -> dict[str, dict]:
+  """{point: {seed: score}}: each seed's run, or its LOSO folds' pooled score (not fold rows, not means)."""
+  out = {}
+  for r in rows:
+    per_seed = not str(r["seed"]).startswith("mean") and (not r["fold"] or str(r["fold"]).startswith("pooled"))
+    if per_seed and r.get(metric) is not None:
+      out.setdefault(r["point"], {})[r["seed"]] = r[metric]
+  return out
 
 
 def _say(text: str) -> None:
