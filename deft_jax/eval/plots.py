@@ -76,10 +76,12 @@ def sweep_points(scores: dict[str, dict], path, metric: str = "uf1") -> None:
   seeds = list(dict.fromkeys(seed for per_seed in scores.values() for seed in per_seed))
   colours = {seed: plt.cm.tab10(i % 10) for i, seed in enumerate(seeds)}
   fig, ax = plt.subplots(figsize=(7, 1.0 + 0.28 * len(names)))
+  labelled = set()  # each seed named once in the legend
   for y, name in enumerate(names):
     for seed, value in scores[name].items():
       ax.plot([value], [y], "o", color=colours[seed], alpha=0.7, markersize=5,
-              label=f"seed {seed}" if name == next(n for n in names if seed in scores[n]) else None)
+              label=None if seed in labelled else f"seed {seed}")
+      labelled.add(seed)
     ax.plot([np.mean(list(scores[name].values()))], [y], "D", color="black", markersize=6)
   ax.set_yticks(range(len(names)), names, fontsize=8)
   ax.invert_yaxis()

@@ -26,14 +26,18 @@ from deft_jax.facs import emotions
 from deft_jax.train import fold_data, fold_models, folds as folds_lib, init_from, optimizer as optimizer_lib
 
 
+def _data_source(builder, name: str, splits: str):
+  try:
+    return builder.as_data_source(split=splits)
+  except ValueError as e:
+    raise build.DatasetError(f"{name}: cannot read splits {splits!r} ({e})") from None
+
+
 def source_of(cfg, builder):
   splits = cfg.data.train_split
   if cfg.data.test_split and cfg.data.test_split != cfg.data.train_split:
     splits = f"{cfg.data.train_split}+{cfg.data.test_split}"
-  try:
-    return builder.as_data_source(split=splits)
-  except ValueError as e:
-    raise build.DatasetError(f"{cfg.data.name}: cannot read splits {splits!r} ({e})") from None
+  return _data_source(builder, cfg.data.name, splits)
 
 
 ADVERSARY_TARGETS = ("none", "subject", "corpus")
@@ -112,7 +116,7 @@ def run_model(cfg, name: str, settings: dict, clips, plan, tokenizer, mesh, pret
   data = {k: v for k, v in clips.arrays.items() if k != "face" or (name == "deft" and cfg.model.structure.enabled)}
   if name == "deft":
     adversary = 0
-    if settings.get("adversary", "none") != "none":
+    if settings["adversary"] != "none":
       adversary, data["adversary_label"] = adversary_labels(settings["adversary"], clips)
     spec = fold_models.deft(cfg, tokenizer, data, settings["smoothing"], adversary)
     if pretrain_clips is not None:
@@ -216,10 +220,7 @@ def other_corpus(cfg, node):
   """The data source of another corpus than the one under test (folds.pretrain, folds.extra):
   `node.data` in the job's data_dir, built from `node.manual_dir` if it needs building."""
   corpus = build.prepare(node.data, selection.data_dir(cfg), node.get("manual_dir") or None)
-  try:
-    return corpus.as_data_source(split=node.split)
-  except ValueError as e:
-    raise build.DatasetError(f"{node.data}: cannot read splits {node.split!r} ({e})") from None
+  return _data_source(corpus, node.data, node.split)
 
 
 def run(cfg, workdir: str, builder=None) -> dict:
