@@ -42,6 +42,9 @@ def test_join_appends_clips_field_by_field_and_names_a_field_that_differs():
   fields = r"its clips have fields \['flow', 'label'\]; expected \['aus', 'flow', 'label'\]"
   with pytest.raises(ValueError, match=fields):
     fold_data.join(_clips(4, "samm", aus=(17,)), _clips(3, "x"))
+  # Another build of the corpus under test (e.g. megc2019_composite/f112 beside f112_canonical).
+  with pytest.raises(ValueError, match=r"folds.extra.data=x: 3 of its clips are clips under test, e.g. samm/c0"):
+    fold_data.join(_clips(4, "samm"), _clips(3, "samm"), "folds.extra.data=x")
 
 
 def test_the_dataset_under_test_is_refused_as_extra_training_before_a_workdir_is_made(tmp_path):

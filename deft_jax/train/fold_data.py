@@ -34,7 +34,12 @@ class Clips:
 
 
 def join(clips: Clips, more: Clips, where: str = "the other corpus") -> Clips:
-  """`clips` then `more`, field by field; every field must be in both, alike beyond the clip axis."""
+  """`clips` then `more`, field by field; every field must be in both, alike beyond the clip axis,
+  and no clip of `more` may be one of `clips` (another build of the same corpus would train the
+  folds on the clips they score)."""
+  shared = sorted(set(zip(clips.dataset, clips.clip)) & set(zip(more.dataset, more.clip)))
+  if shared:
+    raise ValueError(f"{where}: {len(shared)} of its clips are clips under test, e.g. {'/'.join(shared[0])}")
   if set(clips.arrays) != set(more.arrays):
     raise ValueError(f"{where}: its clips have fields {sorted(more.arrays)}; expected {sorted(clips.arrays)}")
   for key, array in clips.arrays.items():
