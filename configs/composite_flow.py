@@ -78,8 +78,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # unscanned ones the search and the recorded LOSO figures ran with.
     c.model.scan_layers = False
     # No AU labels in the composite: the AU term is off; the answers' cues come from the flow.
-    # adversary: the domain adversary's term (folds.adversary names its target; 0: not in the total)
-    c.loss = dict(lm=0.1, emotion=1.0, au=0.0, decorrelation=0.0, adversary=0.0)
+    # adversary: the domain adversary's term (folds.adversary names its target; 0: not in the total);
+    # contrast: supervised contrastive loss on the emotion head's feature (train/losses.py)
+    c.loss = dict(lm=0.1, emotion=1.0, au=0.0, decorrelation=0.0, adversary=0.0, contrast=0.0)
     c.optim.learning_rate = 1e-3
     c.optim.weight_decay = 0.05
 
@@ -109,9 +110,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # A domain adversary (models/adversary.py) naming each training clip's "subject" or
         # "corpus" through a gradient reversal, weighted by loss.adversary; "none": no adversary
         adversary="none",
-        # rotate: up to this many degrees; erase: a square of this many px, half the clips; mixup:
-        # Beta(a, a) clip mixing (deft_jax/train/folds.py Augment); 0: off
-        augment=dict(flip=True, shift=1.0, scale=0.05, rotate=0.0, erase=0.0, mixup=0.0),
+        # rotate: up to this many degrees; erase: a square of this many px, half the clips; noise:
+        # Gaussian of this std on the flow; mixup: Beta(a, a) clip mixing (deft_jax/train/folds.py
+        # Augment); 0: off
+        augment=dict(flip=True, shift=1.0, scale=0.05, rotate=0.0, erase=0.0, noise=0.0, mixup=0.0),
         # Before the folds: one model trained this many epochs on another corpus's clips (its flow
         # put in the composite's form), every fold starting from it; 0: none.
         pretrain=dict(data="synthetic_me/megc2019", split="train+test", epochs=0, warmup_epochs=2 if not tiny else 0),

@@ -1,5 +1,5 @@
 """The domain adversary (models/adversary.py, folds.adversary): the gradient reversal, the head
-inside DEFT, its targets, and the settings it refuses."""
+inside DEFT, its targets, and the settings it refuses; the contrast term beside it."""
 
 import dataclasses
 
@@ -67,9 +67,10 @@ def test_the_adversary_learns_to_name_the_domain_and_the_features_beneath_it_unl
   assert not np.any(reversed_[("emotion_head", "kernel")])
 
 
-def test_hybrid_loss_adds_the_adversary_term_at_its_weight(model_and_batch):
+def test_hybrid_loss_adds_the_adversary_term_at_its_weight_and_contrasts_the_heads_feature(model_and_batch):
   model, batch = model_and_batch
-  out = jax.jit(model.apply)({"params": nn.meta.unbox(model.init(jax.random.key(2), batch)["params"])}, batch)
+  params = nn.meta.unbox(model.init(jax.random.key(2), batch)["params"])
+  out = jax.jit(model.apply)({"params": params}, batch)
   assert out["adversary_logits"].shape == (4, 5)
   weights = {"lm": 0.1, "emotion": 1.0}
   base, terms = losses.hybrid_loss(out, batch, weights)
@@ -77,6 +78,11 @@ def test_hybrid_loss_adds_the_adversary_term_at_its_weight(model_and_batch):
   np.testing.assert_allclose(terms["adversary"], expected, rtol=1e-5)
   with_term, _ = losses.hybrid_loss(out, batch, {**weights, "adversary": 0.3})
   np.testing.assert_allclose(with_term - base, 0.3 * expected, rtol=1e-4)
+  # The contrast term (losses.supervised_contrastive_loss) reads the feature the emotion head reads.
+  head = params["emotion_head"]
+  np.testing.assert_allclose(out["feature"] @ head["kernel"] + head["bias"], out["emotion_logits"], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(terms["contrast"], losses.supervised_contrastive_loss(out["feature"], batch["label"]))
+
 
 
 def test_adversary_targets_index_subjects_or_corpora():

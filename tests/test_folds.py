@@ -302,6 +302,20 @@ def test_erase_fills_one_square_with_the_clip_median_in_about_half_the_clips():
   np.testing.assert_array_equal(out[~erased], flow[~erased])
 
 
+def test_noise_adds_fresh_gaussian_noise_of_its_std_to_the_flow_alone():
+  rng = np.random.default_rng()
+  flow = rng.uniform(-1, 1, size=(64, 12, 12, 3)).astype(np.float32)
+  face = rng.integers(0, 256, size=(64, 24, 24, 3)).astype(np.uint8)
+  augment = folds.Augment(flip=False, noise=0.05)
+  out = augment({"flow": jnp.asarray(flow), "face": jnp.asarray(face)}, jax.random.key(int(rng.integers(1 << 30))))
+  added = np.asarray(out["flow"]) - flow
+  assert abs(added.std() - 0.05) < 0.002 and abs(added.mean()) < 0.002
+  assert abs(np.corrcoef(added[..., 0].ravel(), added[..., 1].ravel())[0, 1]) < 0.03  # independent draws
+  np.testing.assert_array_equal(np.asarray(out["face"]), face)
+  plain = folds.Augment(flip=False)({"flow": jnp.asarray(flow)}, jax.random.key(0))["flow"]
+  np.testing.assert_array_equal(np.asarray(plain), flow)
+
+
 def _moved(flow, dy, dx):
   """flow moved by whole pixels, zero where nothing moved in (numpy, the reference)."""
   out = np.zeros_like(flow)

@@ -59,3 +59,54 @@ def test_hybrid_loss_weights_and_gradients():
   np.testing.assert_allclose(float(total_on - total), 2.0 * float(terms["decorrelation"]), rtol=1e-5)
   grad = jax.grad(lambda s: losses.hybrid_loss(outputs(s), batch, {"decorrelation": 1.0})[0])(1.0)
   assert np.isfinite(float(grad))
+
+
+def _supcon_reference(features, labels, temperature):
+  """Khosla et al. 2020, eq. 2, anchor by anchor (numpy)."""
+  z = features / np.linalg.norm(features, axis=1, keepdims=True)
+  losses_ = []
+  for i in range(len(z)):
+    others = [a for a in range(len(z)) if a != i]
+    positives = [p for p in others if labels[p] == labels[i]]
+    if not positives:
+      continue
+    logits = np.array([z[i] @ z[a] / temperature for a in others])
+    log_norm = np.log(np.sum(np.exp(logits - logits.max()))) + logits.max()
+    losses_.append(-np.mean([z[i] @ z[p] / temperature - log_norm for p in positives]))
+  return np.mean(losses_) if losses_ else 0.0
+
+
+def test_supervised_contrastive_loss_matches_the_papers_formula_on_fresh_inputs():
+  rng = np.random.default_rng()
+  for temperature in (0.1, 0.5):
+    features = rng.normal(size=(12, 6)) * rng.uniform(0.5, 3.0, size=(12, 1))  # scale must not matter
+    labels = rng.integers(0, 3, size=12)
+    labels[0] = 3  # an anchor with no positive: left out of the mean
+    got = losses.supervised_contrastive_loss(jnp.asarray(features, jnp.float32), jnp.asarray(labels), temperature)
+    np.testing.assert_allclose(float(got), _supcon_reference(features, labels, temperature), rtol=1e-4)
+  assert float(losses.supervised_contrastive_loss(jnp.ones((3, 4)), jnp.arange(3))) == 0.0
+
+
+def test_supervised_contrastive_loss_is_lower_when_classes_cluster():
+  rng = np.random.default_rng(4)
+  labels = np.repeat(np.arange(3), 5)
+  centres = rng.normal(size=(3, 8)) * 5
+  clustered = centres[labels] + rng.normal(size=(15, 8)) * 0.1
+  scattered = rng.normal(size=(15, 8))
+  loss = lambda f: float(losses.supervised_contrastive_loss(jnp.asarray(f, jnp.float32), jnp.asarray(labels)))
+  assert loss(clustered) < loss(scattered)
+
+
+def test_contrast_term_enters_the_total_only_with_its_weight():
+  rng = np.random.default_rng(5)
+  b, n, v = 6, 4, 11
+  outputs = {"lm_logits": jnp.asarray(rng.normal(size=(b, n, v)), jnp.float32),
+             "emotion_logits": jnp.asarray(rng.normal(size=(b, 3)), jnp.float32), "au_logits": None,
+             "feature": jnp.asarray(rng.normal(size=(b, 5)), jnp.float32)}
+  batch = {"text_ids": jnp.asarray(rng.integers(0, v, size=(b, n))), "loss_mask": jnp.ones((b, n)),
+           "label": jnp.asarray([0, 0, 1, 1, 2, 2])}
+  off, terms = losses.hybrid_loss(outputs, batch, {"emotion": 1.0})
+  on, _ = losses.hybrid_loss(outputs, batch, {"emotion": 1.0, "contrast": 0.3})
+  np.testing.assert_allclose(float(off), float(terms["emotion"]), rtol=1e-6)
+  np.testing.assert_allclose(float(on - off), 0.3 * float(terms["contrast"]), rtol=1e-5)
+  assert float(terms["contrast"]) > 0

@@ -119,6 +119,7 @@ class DeftModel(nn.Module):
         "emotion_logits": self.emotion_head(cls).astype(jnp.float32),
         "au_logits": aux["au_logits"],
         "pooled": aux["pooled"],
+        "feature": cls.astype(jnp.float32),  # what the emotion head reads (losses: contrast)
         "adversary_logits": (self.adversary(adversary_lib.reverse_gradient(cls)).astype(jnp.float32)
                              if self.config.adversary_classes else None),
     }

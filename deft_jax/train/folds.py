@@ -163,6 +163,8 @@ class Augment:
   erase: with probability 1/2, one square of this many flow pixels (face alike, at its scale)
     at a uniform place is filled with the clip's per-channel median, for the flow the level of
     the still skin (Zhong et al. 2020, "Random Erasing"); 0: off.
+  noise: Gaussian noise of this standard deviation added to every flow value (u, v in [-1, 1],
+    the composite's scale), drawn afresh per clip and pixel; the face untouched; 0: off.
   mixup: Beta(mixup, mixup) mixing of each clip with another of the batch (0: off; Zhang et
     al. 2018, "mixup"): flow and face mixed, and `mix_weight` / `mix_label` added for the
     emotion targets. The weight is folded to >= 1/2 so that the first clip dominates and its
@@ -173,6 +175,7 @@ class Augment:
   scale: float = 0.0
   rotate: float = 0.0
   erase: float = 0.0
+  noise: float = 0.0
   mixup: float = 0.0
 
   def __call__(self, batch, rng):
@@ -203,6 +206,8 @@ class Augment:
       erase = jax.vmap(functools.partial(_erase, side=side))
       flow = erase(flow, corner, on)
       face = None if face is None else erase(face, corner, on)
+    if self.noise:
+      flow = flow + self.noise * jax.random.normal(jax.random.fold_in(rng, 5), flow.shape, flow.dtype)
     if self.mixup:
       k_weight, k_perm = jax.random.split(jax.random.fold_in(rng, 2))  # kf, ka as without mixing
       n = flow.shape[0]

@@ -7,7 +7,8 @@
   decorrelation: keeps the three experts' pooled features apart (below);
   adversary:     cross-entropy of the domain adversary naming each clip's subject or corpus
                  (models/adversary.py; its gradient reversal makes the features beneath it
-                 ascend this term while the adversary descends it).
+                 ascend this term while the adversary descends it);
+  contrast:      supervised contrastive loss on the feature the emotion head reads (below).
 Each is weighted by config.loss.<term>; a weight of 0 (or a missing one) leaves the term out of
 the total, though it is still computed and logged.
 """
@@ -62,6 +63,28 @@ def decorrelation_loss(pooled: dict, eps: float = 1e-6):
   return sum(pairs) / len(pairs)
 
 
+def supervised_contrastive_loss(features, labels, temperature: float = 0.1):
+  """Pulls clips of one emotion together and pushes the others apart, on the unit sphere.
+
+  SupCon (Khosla et al., NeurIPS 2020, eq. 2 "L_out"), applied to the classifier's own feature
+  beside its cross-entropy as Gunel et al. (ICLR 2021) do when fine-tuning a language model: for
+  each anchor i with at least one other clip of its label, -mean over those positives p of
+  log softmax_{a != i}(z_i . z_a / temperature)[p], z the L2-normalised features; averaged over
+  such anchors (0 when no clip of the batch has a positive).
+  """
+  z = features.astype(jnp.float32)
+  z = z / jnp.sqrt(jnp.sum(z * z, axis=-1, keepdims=True) + 1e-12)
+  n = z.shape[0]
+  others = ~jnp.eye(n, dtype=bool)
+  sim = jnp.where(others, z @ z.T / temperature, -jnp.inf)
+  log_prob = jax.nn.log_softmax(sim, axis=-1)
+  positive = (labels[:, None] == labels[None, :]) & others
+  count = positive.sum(axis=-1)
+  per_anchor = -jnp.sum(jnp.where(positive, log_prob, 0.0), axis=-1) / jnp.maximum(count, 1)
+  has = count > 0
+  return jnp.sum(jnp.where(has, per_anchor, 0.0)) / jnp.maximum(has.sum(), 1)
+
+
 def hybrid_loss(outputs, batch, weights, lm_tokens=None, smoothing: float = 0.0):
   """Weighted total and each term (for logging); `lm_tokens` as lm_loss's `num_tokens`,
   `smoothing` as emotion_loss's."""
@@ -76,5 +99,7 @@ def hybrid_loss(outputs, batch, weights, lm_tokens=None, smoothing: float = 0.0)
   if outputs.get("adversary_logits") is not None:
     terms["adversary"] = optax.softmax_cross_entropy_with_integer_labels(outputs["adversary_logits"],
                                                                          batch["adversary_label"]).mean()
+  if outputs.get("feature") is not None:
+    terms["contrast"] = supervised_contrastive_loss(outputs["feature"], batch["label"])
   total = sum(weights.get(k, 0.0) * v for k, v in terms.items() if weights.get(k, 0.0))
   return total, terms
