@@ -64,7 +64,3 @@ def aggregate(runs: list[dict], keys=KEYS) -> dict:
     out["per_dataset"] = {d: {k: _stats([r["per_dataset"][d][k] for r in runs]) for k in keys}
                           for d in sorted(common)}
   return out
-
-
-def format_mean_std(stats: dict) -> str:
-  return f"{stats['mean']:.4f} ± {stats['std']:.4f}"

@@ -21,11 +21,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
   return z / z.sum(-1, keepdims=True)
 
 
-def flatten(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-  """(F, M, ...) -> (K, ...): the masked entries fold by fold."""
-  return values[mask]
-
-
 PRIORS = ("none", "corpus", "all")
 
 

@@ -165,32 +165,6 @@ def _flow_arrows(ax, flow: np.ndarray, colour: str, width: float) -> float:
   return longest
 
 
-def region_figure(face: np.ndarray, flow: np.ndarray, scores: np.ndarray, path, title: str = "",
-                  contributions: dict[str, float] | None = None, boxes=None) -> None:
-  """`face` (S, S, 3) with each region outlined in the colour of its motion-expert score (R,),
-  flow (S, S, 2) as arrows, and optionally each expert's contribution as text. `boxes`: the
-  regions placed on this face (canonical coordinates), else the canonical ones."""
-  scores = np.asarray(scores, np.float64)
-  if scores.shape != (len(catalogue.REGIONS),):
-    raise ValueError(f"scores of shape {scores.shape}; expected one per region {catalogue.REGIONS}")
-  size = face.shape[0]
-  fig, ax = plt.subplots(figsize=(5.2, 5.6))
-  ax.imshow(face, extent=(-0.5, size - 0.5, size - 0.5, -0.5))
-  _outline_regions(ax, size, scores, boxes)
-  longest = _flow_arrows(ax, flow, "cyan", 0.005)
-  ax.set_xticks([])
-  ax.set_yticks([])
-  label = f"region share of the motion expert's tokens; flow up to {longest:.2f} px"
-  if contributions:
-    label += "\nexpert contribution (drop in p): " + ", ".join(f"{k} {v:+.3f}" for k, v in contributions.items())
-  ax.set_xlabel(label, fontsize=8)
-  ax.set_title(title, fontsize=10)
-  top = max(float(scores.max()), 1e-9)
-  fig.colorbar(plt.cm.ScalarMappable(cmap=SCORE_CMAP, norm=matplotlib.colors.Normalize(0, top)), ax=ax,
-               fraction=0.046, pad=0.02)
-  _save(fig, path)
-
-
 def prediction(onset: np.ndarray, apex: np.ndarray, flow: np.ndarray, probs: dict[str, float],
                drops: dict[str, float], title: str, answer: str, path,
                region_scores: np.ndarray | None = None, boxes=None, landmarks: np.ndarray | None = None) -> None:

@@ -218,11 +218,6 @@ def region_boxes(landmarks=None) -> dict[str, tuple[float, float, float, float]]
   return boxes
 
 
-def landmarks_from_pixels(points: dict, size: int) -> dict[str, tuple[float, float]]:
-  """Landmarks in pixels of a size x size crop -> canonical coordinates (inverse of to_pixels)."""
-  return {k: tuple(float(v) for v in np.asarray(p, np.float64) / (size - 1) * 2.0 - 1.0) for k, p in points.items()}
-
-
 def region_masks(size: int, boxes=None, landmarks=None) -> np.ndarray:
   """(num_regions, size, size) boolean masks of the face regions on a square crop.
 
