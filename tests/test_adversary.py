@@ -81,8 +81,8 @@ def test_hybrid_loss_adds_the_adversary_term_at_its_weight_and_contrasts_the_hea
   # The contrast term (losses.supervised_contrastive_loss) reads the feature the emotion head reads.
   head = params["emotion_head"]
   np.testing.assert_allclose(out["feature"] @ head["kernel"] + head["bias"], out["emotion_logits"], rtol=1e-4, atol=1e-5)
+  _, terms = losses.hybrid_loss(out, batch, {**weights, "contrast": 0.1})
   np.testing.assert_allclose(terms["contrast"], losses.supervised_contrastive_loss(out["feature"], batch["label"]))
-
 
 
 def test_adversary_targets_index_subjects_or_corpora():

@@ -10,7 +10,7 @@ import pytest
 import transformers
 
 from deft_jax.data import answers
-from deft_jax.facs import catalogue, regions, words
+from deft_jax.facs import catalogue, emotions, regions, words
 from deft_jax.models.experts import encoder, motion, structure, texture, vision_hf, vit
 
 _ENC = encoder.EncoderConfig(width=32, depth=1, heads=4, mlp=64)
@@ -194,7 +194,7 @@ def test_interpretation_arrays_and_figure(tmp_path):
   assert all(d.shape == (2,) and np.all(np.abs(d) <= 1) for d in drops.values())
   scores = experts.region_scores(model, params, batch)
   assert scores.shape == (2, len(catalogue.REGIONS)) and np.allclose(scores.sum(-1), 1.0, atol=1e-5)
-  probs = dict(zip(("negative", "positive", "surprise"), map(float, full[0])))
+  probs = dict(zip(emotions.SCHEMES[cfg.data.scheme], map(float, full[0])))
   plots.prediction(batch["clip"][0, 0], batch["clip"][0, -1], batch["flow"][0, ..., :2], probs,
                    {k: float(v[0]) for k, v in drops.items()}, "test", "Emotion: negative", tmp_path / "face.png",
                    region_scores=scores[0])

@@ -97,7 +97,7 @@ def test_supervised_contrastive_loss_is_lower_when_classes_cluster():
   assert loss(clustered) < loss(scattered)
 
 
-def test_contrast_term_enters_the_total_only_with_its_weight():
+def test_contrast_term_is_computed_and_enters_the_total_only_with_its_weight():
   rng = np.random.default_rng(5)
   b, n, v = 6, 4, 11
   outputs = {"lm_logits": jnp.asarray(rng.normal(size=(b, n, v)), jnp.float32),
@@ -105,8 +105,10 @@ def test_contrast_term_enters_the_total_only_with_its_weight():
              "feature": jnp.asarray(rng.normal(size=(b, 5)), jnp.float32)}
   batch = {"text_ids": jnp.asarray(rng.integers(0, v, size=(b, n))), "loss_mask": jnp.ones((b, n)),
            "label": jnp.asarray([0, 0, 1, 1, 2, 2])}
-  off, terms = losses.hybrid_loss(outputs, batch, {"emotion": 1.0})
-  on, _ = losses.hybrid_loss(outputs, batch, {"emotion": 1.0, "contrast": 0.3})
-  np.testing.assert_allclose(float(off), float(terms["emotion"]), rtol=1e-6)
+  off, terms_off = losses.hybrid_loss(outputs, batch, {"emotion": 1.0})
+  on, terms = losses.hybrid_loss(outputs, batch, {"emotion": 1.0, "contrast": 0.3})
+  assert "contrast" not in terms_off  # not even computed without its weight
+  np.testing.assert_allclose(float(off), float(terms_off["emotion"]), rtol=1e-6)
   np.testing.assert_allclose(float(on - off), 0.3 * float(terms["contrast"]), rtol=1e-5)
-  assert float(terms["contrast"]) > 0
+  np.testing.assert_allclose(float(terms["contrast"]),
+                             _supcon_reference(np.asarray(outputs["feature"]), np.asarray(batch["label"]), 0.1), rtol=1e-4)

@@ -10,7 +10,8 @@
                  ascend this term while the adversary descends it);
   contrast:      supervised contrastive loss on the feature the emotion head reads (below).
 Each is weighted by config.loss.<term>; a weight of 0 (or a missing one) leaves the term out of
-the total, though it is still computed and logged.
+the total, though it is still computed and logged; except contrast, computed only with a weight,
+since it compares every clip of the batch with every other (an all-gather over a sharded batch).
 """
 
 import itertools
@@ -99,7 +100,7 @@ def hybrid_loss(outputs, batch, weights, lm_tokens=None, smoothing: float = 0.0)
   if outputs.get("adversary_logits") is not None:
     terms["adversary"] = optax.softmax_cross_entropy_with_integer_labels(outputs["adversary_logits"],
                                                                          batch["adversary_label"]).mean()
-  if outputs.get("feature") is not None:
+  if weights.get("contrast", 0.0) and outputs.get("feature") is not None:
     terms["contrast"] = supervised_contrastive_loss(outputs["feature"], batch["label"])
   total = sum(weights.get(k, 0.0) * v for k, v in terms.items() if weights.get(k, 0.0))
   return total, terms
